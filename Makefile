@@ -1,0 +1,33 @@
+# Every target sets up its own virtualenv from the pinned requirements: nothing to install by hand.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell sha1sum requirements.txt | cut -c1-12)
+
+.PHONY: venv test lint demo bench plan clean
+
+$(STAMP): requirements.txt
+	rm -rf $(VENV)
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+
+venv: $(STAMP)
+
+lint: venv
+	$(VENV)/bin/ruff check .
+
+test: lint
+	$(PY) -m pytest
+
+demo: venv
+	$(PY) -m sandbox $(DEMO_ARGS)
+
+bench: venv
+	$(PY) -m bench $(BENCH_ARGS)
+
+plan: venv
+	$(PY) -m deploy plan
+
+clean:
+	rm -rf $(VENV) demo-report.json .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Code shared by every Lambda handler (packaged into each zip)."""
