@@ -1,1 +1,1 @@
-"""Build trigger: turns settled payload uploads and pipeline completions into at most one image build."""
+"""Build trigger: settled payload uploads and build completions become at most one build."""
