@@ -1,1 +1,1 @@
-"""Workload refresh Lambda: rolls the account's ECS Auto Scaling groups onto the golden AMI (DESIGN §5)."""
+"""Workload refresh Lambda: moves ECS Auto Scaling groups onto the golden AMI (DESIGN §5)."""

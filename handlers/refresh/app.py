@@ -1,21 +1,270 @@
-"""Lambda entry point of the workload refresh handler (DESIGN §4/§5).
+"""Lambda entry point of the workload refresh handler (DESIGN §4, §5).
 
-The decision logic lands in `rules.py`; this module only reads the environment so the
-package exists for packaging while the rules are written.
+Every target group is handled on its own: read its state, apply the §5 rules in `rules.py`,
+then make the few writes they call for. One group's failure is reported for that group only.
 """
 
 from __future__ import annotations
 
-import json
 import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import boto3
+from botocore.exceptions import BotoCoreError, ClientError
+
 from handlers.common.log import get_logger, log
+from handlers.refresh import rules
+from handlers.refresh.aws import RefreshAws, RefreshInProgressError
+from handlers.refresh.parse import (
+    InvalidInputError,
+    Release,
+    Request,
+    Rollout,
+    Settings,
+    Target,
+    parse_event,
+    parse_settings,
+)
 
 LOGGER = get_logger("golden-ami.refresh")
 
 
-def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    targets = json.loads(os.environ["TARGETS_JSON"])
-    log(LOGGER, "refresh handler invoked", targets=len(targets), eventKeys=sorted(event))
-    return {"results": []}
+@dataclass
+class GroupResult:
+    autoScalingGroupName: str  # noqa: N815 - the result's JSON member names
+    outcome: str  # started | current | deferred | quarantined | rejected | failed
+    reason: str
+    amiId: str | None = None  # noqa: N815
+    launchTemplateVersion: int | None = None  # noqa: N815
+    instanceRefreshId: str | None = None  # noqa: N815
+    pinnedVersion: int | None = None  # noqa: N815 - $Latest/$Default pinned to this number
+    released: str | None = None  # the AMI a release action took out of quarantine
+    warnings: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {key: value for key, value in asdict(self).items() if value not in (None, [])}
+
+
+class _DecidedError(Exception):
+    """A rule settled the group's outcome before any (further) write."""
+
+    def __init__(self, outcome: str, reason: str) -> None:
+        super().__init__(reason)
+        self.outcome = outcome
+        self.reason = reason
+
+
+def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
+    return handle(event, os.environ, boto3.Session())
+
+
+def handle(event: Any, environ: Mapping[str, str], session: boto3.Session) -> dict[str, Any]:
+    settings = parse_settings(environ)
+    request = parse_event(event)
+    targets = _targets_for(settings, request)
+    if not targets:
+        reason = f"{request.group_name} is not a target of this function"  # type: ignore[union-attr]
+        log(LOGGER, "event ignored", reason=reason, trigger=getattr(request, "trigger", None))
+        return {"results": [], "ignored": reason}
+    aws = RefreshAws(session)
+    results = []
+    for target in targets:
+        result = _handle_group(aws, settings, target, request)
+        log(LOGGER, "group handled", region=aws.region, **result.as_dict())
+        results.append(result.as_dict())
+    return {"results": results}
+
+
+def _targets_for(settings: Settings, request: Request) -> tuple[Target, ...]:
+    group_name = getattr(request, "group_name", None)
+    if group_name is None:
+        return settings.targets
+    target = settings.target(group_name)
+    if target is None and isinstance(request, Release):
+        raise InvalidInputError(
+            f"release names {group_name!r}, which is not a target of this function"
+        )
+    return (target,) if target else ()
+
+
+def _handle_group(
+    aws: RefreshAws, settings: Settings, target: Target, request: Request
+) -> GroupResult:
+    result = GroupResult(target.auto_scaling_group_name, "failed", "")
+    try:
+        result.outcome, result.reason = "started", _converge(aws, settings, target, request, result)
+    except _DecidedError as decided:
+        result.outcome, result.reason = decided.outcome, decided.reason
+    except (ClientError, BotoCoreError) as error:
+        result.outcome, result.reason = "failed", f"AWS error: {error}"
+    return result
+
+
+def _converge(
+    aws: RefreshAws, settings: Settings, target: Target, request: Request, result: GroupResult
+) -> str:
+    """Apply the §5 rules to one group; returns the reason of a started refresh."""
+    group_name = target.auto_scaling_group_name
+    group = aws.describe_group(group_name)
+    if group is None:
+        raise _DecidedError("failed", f"Auto Scaling group {group_name} does not exist")
+    ref = _template_ref(group, target)
+    current = aws.launch_template_version(ref.template_id, ref.version)
+    current_number = current["VersionNumber"]
+    current_data = current["LaunchTemplateData"]
+    current_image_id = current_data.get("ImageId", "")
+    if reason := rules.ssm_alias_reason(ref.template_id, current_number, current_image_id):
+        raise _DecidedError("rejected", reason)
+
+    image, image_arn = _target_image(aws, settings, request)
+    result.amiId = image.image_id
+
+    refreshes = aws.instance_refreshes(group_name)
+    quarantined = _record_quarantine(aws, group, refreshes, result)
+    if isinstance(request, Release):
+        quarantined = _release(aws, group_name, quarantined, request.ami_id, result)
+    if active := rules.active_refresh(refreshes):
+        raise _DecidedError(
+            "deferred",
+            f"instance refresh {active['InstanceRefreshId']} is {active['Status']}; the "
+            "finished-refresh event re-runs convergence",
+        )
+    if rules.is_current(current_image_id, image.image_id):
+        raise _DecidedError("current", f"version {current_number} already uses {image.image_id}")
+    if image.image_id in quarantined:
+        raise _DecidedError(
+            "quarantined",
+            f"{image.image_id} was rolled back on this group; use the release action if the "
+            "alarm was false",
+        )
+    current_image = aws.image(current_image_id)
+    if reason := rules.older_than_current_reason(image, current_image):
+        raise _DecidedError("rejected", reason)
+
+    # Writes start here: every rule that can refuse has been checked.
+    if rules.needs_numbered_pin(ref):
+        aws.update_group(rules.pinned_group_update(group_name, ref, current_number))
+        result.pinnedVersion = current_number
+    if warning := _draining_warning(aws, target, group["AutoScalingGroupARN"]):
+        result.warnings.append(warning)
+    version = rules.reusable_version(
+        aws.launch_template_versions(ref.template_id), current_data, image.image_id
+    )
+    if version is None:
+        version = aws.create_launch_template_version(
+            ref.template_id,
+            current_number,
+            image.image_id,
+            rules.version_description(image.image_id, image_arn),
+        )
+    result.launchTemplateVersion = version
+    try:
+        result.instanceRefreshId = aws.start_instance_refresh(
+            group_name,
+            rules.desired_configuration(ref, version),
+            rules.refresh_preferences(settings.refresh_preferences, target.rollback_alarm_names),
+        )
+    except RefreshInProgressError as error:
+        raise _DecidedError(
+            "deferred", f"another instance refresh started first: {error}"
+        ) from None
+    return f"refreshing from version {current_number} ({current_image_id}) to version {version}"
+
+
+def _template_ref(group: Mapping[str, Any], target: Target) -> rules.TemplateRef:
+    if "LaunchTemplate" in group:
+        spec, policy = group["LaunchTemplate"], None
+    elif "MixedInstancesPolicy" in group:
+        policy = group["MixedInstancesPolicy"]
+        spec = policy["LaunchTemplate"]["LaunchTemplateSpecification"]
+    else:
+        raise _DecidedError("rejected", "the group has no launch template (launch configuration?)")
+    if spec.get("LaunchTemplateId") != target.launch_template_id:
+        raise _DecidedError(
+            "rejected",
+            f"the group uses launch template {spec.get('LaunchTemplateId')}, configured "
+            f"{target.launch_template_id}",
+        )
+    return rules.TemplateRef(spec["LaunchTemplateId"], spec.get("Version") or "$Default", policy)
+
+
+def _target_image(
+    aws: RefreshAws, settings: Settings, request: Request
+) -> tuple[rules.Image, str | None]:
+    if isinstance(request, Rollout):
+        ami_id = request.amis.get(aws.region)
+        if ami_id is None:
+            raise _DecidedError("rejected", f"the image has no AMI in {aws.region}")
+        image = aws.image(ami_id)
+        if reason := rules.untrusted_image_reason(
+            ami_id, image, settings.infra_account_id, settings.image_prefix
+        ):
+            raise _DecidedError("rejected", reason)
+        return image, request.image_arn  # type: ignore[return-value]
+    candidates = aws.images_named(settings.infra_account_id, settings.image_prefix)
+    image = rules.newest_trusted_image(candidates, settings.infra_account_id, settings.image_prefix)
+    if image is None:
+        raise _DecidedError(
+            "rejected",
+            f"no available image of {settings.infra_account_id} named {settings.image_prefix}* "
+            f"in {aws.region}",
+        )
+    return image, None
+
+
+def _record_quarantine(
+    aws: RefreshAws, group: Mapping[str, Any], refreshes: list[dict[str, Any]], result: GroupResult
+) -> list[str]:
+    """Fold rollbacks the tag does not know yet into it (a missed event is caught up here)."""
+    tags = {tag["Key"]: tag["Value"] for tag in group.get("Tags", [])}
+    quarantined = rules.parse_quarantine_tag(tags.get(rules.QUARANTINE_TAG))
+    new = rules.rolled_back_refreshes(refreshes, tags.get(rules.QUARANTINE_REVIEWED_TAG) or None)
+    if not new:
+        return quarantined
+    for refresh in new:
+        data = aws.launch_template_version(refresh.template_id, refresh.version)
+        quarantined.append(data["LaunchTemplateData"]["ImageId"])
+    group_name = group["AutoScalingGroupName"]
+    return _write_quarantine(aws, group_name, quarantined, new[-1].end_time, result)
+
+
+def _release(
+    aws: RefreshAws, group_name: str, quarantined: list[str], ami_id: str, result: GroupResult
+) -> list[str]:
+    if ami_id not in quarantined:
+        result.warnings.append(f"{ami_id} was not quarantined on this group")
+        return quarantined
+    remaining = [quarantined_id for quarantined_id in quarantined if quarantined_id != ami_id]
+    result.released = ami_id
+    return _write_quarantine(aws, group_name, remaining, None, result)
+
+
+def _write_quarantine(
+    aws: RefreshAws,
+    group_name: str,
+    ami_ids: list[str],
+    reviewed_until: str | None,
+    result: GroupResult,
+) -> list[str]:
+    value, forgotten = rules.quarantine_tag_value(ami_ids)
+    tags = {rules.QUARANTINE_TAG: value}
+    if reviewed_until is not None:
+        tags[rules.QUARANTINE_REVIEWED_TAG] = reviewed_until
+    aws.set_group_tags(group_name, tags)
+    if forgotten:
+        result.warnings.append(
+            f"quarantine tag is full ({rules.TAG_VALUE_MAX_LENGTH} characters): forgot the "
+            f"oldest entries {' '.join(forgotten)}"
+        )
+    return rules.parse_quarantine_tag(value)
+
+
+def _draining_warning(aws: RefreshAws, target: Target, group_arn: str) -> str | None:
+    """Pre-flight only: a missing permission or cluster must not stop the refresh."""
+    try:
+        providers = aws.cluster_capacity_providers(target.cluster_name)
+    except (ClientError, BotoCoreError) as error:
+        return f"could not check managed draining of cluster {target.cluster_name}: {error}"
+    return rules.draining_warning(target.cluster_name, group_arn, providers)

@@ -1,0 +1,159 @@
+"""Thin boto3 adapter for the refresh handler: one method per AWS call, no decisions.
+
+IAM actions it can call (the component's policy must grant exactly these):
+  autoscaling:DescribeAutoScalingGroups, autoscaling:DescribeInstanceRefreshes,
+  autoscaling:StartInstanceRefresh, autoscaling:UpdateAutoScalingGroup,
+  autoscaling:CreateOrUpdateTags, ec2:DescribeImages, ec2:DescribeLaunchTemplateVersions,
+  ec2:CreateLaunchTemplateVersion, ecs:DescribeClusters, ecs:DescribeCapacityProviders
+(UpdateAutoScalingGroup/StartInstanceRefresh with a launch template also need ec2:RunInstances
+and iam:PassRole on the template's instance role: DESIGN §7.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from handlers.refresh.rules import Image
+
+CLIENT_CONFIG = Config(
+    retries={"mode": "standard", "max_attempts": 5},
+    connect_timeout=5,
+    read_timeout=20,
+)
+_MISSING_IMAGE_CODES = {"InvalidAMIID.NotFound", "InvalidAMIID.Unavailable"}
+
+
+class RefreshInProgressError(Exception):
+    """StartInstanceRefresh lost a race against another refresh of the same group."""
+
+
+def iso_timestamp(value: datetime) -> str:
+    """One fixed format so timestamps compare lexically (tags store them as text)."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class RefreshAws:
+    def __init__(self, session: boto3.Session) -> None:
+        self.region = session.region_name
+        self._autoscaling = session.client("autoscaling", config=CLIENT_CONFIG)
+        self._ec2 = session.client("ec2", config=CLIENT_CONFIG)
+        self._ecs = session.client("ecs", config=CLIENT_CONFIG)
+
+    # --- Auto Scaling -------------------------------------------------------------------------
+
+    def describe_group(self, group_name: str) -> dict[str, Any] | None:
+        groups = self._autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[group_name])[
+            "AutoScalingGroups"
+        ]
+        return groups[0] if groups else None
+
+    def instance_refreshes(self, group_name: str) -> list[dict[str, Any]]:
+        """The group's refresh history, newest first, with EndTime as ISO text."""
+        refreshes = []
+        paginator = self._autoscaling.get_paginator("describe_instance_refreshes")
+        for page in paginator.paginate(AutoScalingGroupName=group_name):
+            for refresh in page["InstanceRefreshes"]:
+                end_time = refresh.get("EndTime")
+                if isinstance(end_time, datetime):
+                    refresh["EndTime"] = iso_timestamp(end_time)
+                refreshes.append(refresh)
+        return refreshes
+
+    def update_group(self, arguments: Mapping[str, Any]) -> None:
+        self._autoscaling.update_auto_scaling_group(**arguments)
+
+    def start_instance_refresh(
+        self, group_name: str, desired: Mapping[str, Any], preferences: Mapping[str, Any]
+    ) -> str:
+        try:
+            return self._autoscaling.start_instance_refresh(
+                AutoScalingGroupName=group_name,
+                Strategy="Rolling",
+                DesiredConfiguration=dict(desired),
+                Preferences=dict(preferences),
+            )["InstanceRefreshId"]
+        except self._autoscaling.exceptions.InstanceRefreshInProgressErrorFault as error:
+            raise RefreshInProgressError(str(error)) from error
+
+    def set_group_tags(self, group_name: str, tags: Mapping[str, str]) -> None:
+        self._autoscaling.create_or_update_tags(
+            Tags=[
+                {
+                    "ResourceId": group_name,
+                    "ResourceType": "auto-scaling-group",
+                    "Key": key,
+                    "Value": value,
+                    "PropagateAtLaunch": False,
+                }
+                for key, value in tags.items()
+            ]
+        )
+
+    # --- EC2 ----------------------------------------------------------------------------------
+
+    def image(self, ami_id: str) -> Image | None:
+        """By id, deprecated images included: they vanish from DescribeImages otherwise."""
+        try:
+            images = self._ec2.describe_images(ImageIds=[ami_id], IncludeDeprecated=True)["Images"]
+        except ClientError as error:
+            if error.response["Error"]["Code"] in _MISSING_IMAGE_CODES:
+                return None
+            raise
+        return _image(images[0]) if images else None
+
+    def images_named(self, owner_id: str, name_prefix: str) -> list[Image]:
+        """Converge candidates: not deprecated, owned by `owner_id`, name starting with prefix."""
+        paginator = self._ec2.get_paginator("describe_images")
+        pages = paginator.paginate(
+            Owners=[owner_id],
+            Filters=[{"Name": "name", "Values": [f"{name_prefix}*"]}],
+            IncludeDeprecated=False,
+        )
+        return [_image(raw) for page in pages for raw in page["Images"]]
+
+    def launch_template_version(self, template_id: str, version: str) -> dict[str, Any]:
+        """The version `version` ("7", "$Latest", "$Default") resolves to."""
+        return self._ec2.describe_launch_template_versions(
+            LaunchTemplateId=template_id, Versions=[version]
+        )["LaunchTemplateVersions"][0]
+
+    def launch_template_versions(self, template_id: str) -> list[dict[str, Any]]:
+        paginator = self._ec2.get_paginator("describe_launch_template_versions")
+        pages = paginator.paginate(LaunchTemplateId=template_id)
+        return [version for page in pages for version in page["LaunchTemplateVersions"]]
+
+    def create_launch_template_version(
+        self, template_id: str, source_version: int, image_id: str, description: str
+    ) -> int:
+        response = self._ec2.create_launch_template_version(
+            LaunchTemplateId=template_id,
+            SourceVersion=str(source_version),
+            VersionDescription=description,
+            LaunchTemplateData={"ImageId": image_id},
+        )
+        return response["LaunchTemplateVersion"]["VersionNumber"]
+
+    # --- ECS ----------------------------------------------------------------------------------
+
+    def cluster_capacity_providers(self, cluster_name: str) -> list[dict[str, Any]]:
+        clusters = self._ecs.describe_clusters(clusters=[cluster_name])["clusters"]
+        names = clusters[0].get("capacityProviders", []) if clusters else []
+        if not names:
+            return []
+        return self._ecs.describe_capacity_providers(capacityProviders=names)["capacityProviders"]
+
+
+def _image(raw: Mapping[str, Any]) -> Image:
+    return Image(
+        image_id=raw["ImageId"],
+        name=raw.get("Name", ""),
+        owner_id=raw.get("OwnerId", ""),
+        state=raw.get("State", ""),
+        creation_date=raw.get("CreationDate", ""),
+    )
