@@ -1,0 +1,1 @@
+"""Local emulation of what moto lacks, shared by the tests and the `make demo` story."""
