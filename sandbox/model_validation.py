@@ -5,6 +5,9 @@ emulator that should reject what AWS rejects also needs maximum lengths, pattern
 numeric ranges, so emulated services never accept a request the real one would refuse.
 
     validate_request(service_model, "StartImagePipelineExecution", params)  # raises ValidationError
+
+`validate_response` applies the same rules to what an emulator answers, so its responses are
+proven to have the shape real clients parse.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Any
 
 from botocore.model import ServiceModel, Shape
 
-__all__ = ["ValidationError", "validate_request"]
+__all__ = ["ValidationError", "validate_request", "validate_response"]
 
 # Smithy patterns are ECMAScript regexes. Two constructs have no `re` spelling: a UTF-16 surrogate
 # pair range (meaning "any supplementary character") has a direct translation; Unicode property
@@ -52,6 +55,14 @@ def validate_request(service_model: ServiceModel, operation_name: str, params: M
             raise ValidationError(f"{operation_name} takes no parameters, got {sorted(params)}")
         return
     _validate(input_shape, params, path=operation_name)
+
+
+def validate_response(service_model: ServiceModel, operation_name: str, response: Mapping) -> None:
+    """Raise ValidationError when an emulated response breaks the operation's output shape."""
+    output_shape = service_model.operation_model(operation_name).output_shape
+    members = {key: value for key, value in response.items() if key != "ResponseMetadata"}
+    if output_shape is not None:
+        _validate(output_shape, members, path=f"{operation_name} response")
 
 
 def _validate(shape: Shape, value: Any, path: str) -> None:
