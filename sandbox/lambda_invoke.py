@@ -1,0 +1,292 @@
+"""In-process Lambda: `lambda:Invoke` of a registered function runs its handler, as Lambda would.
+
+moto can only run Lambda code in Docker. The sandbox registers each deployed function (account,
+region, name, handler, environment, execution role) with a `LambdaRouter`; while the router is
+installed, every botocore client — including those a handler builds from assumed-role
+credentials — answers `Invoke` from it, so the fan-out handler's real boto3 call is what starts
+the workload handler:
+
+- the request is validated against the botocore model (enums, ranges, patterns);
+- `FunctionName` may be a name, a partial or a full ARN; a bare name resolves in the caller's
+  account and the client's region. An unknown function answers `ResourceNotFoundException`, a
+  caller from another account `AccessDeniedException` (no resource policy is emulated);
+- `InvocationType="Event"` is queued and answered 202, like Lambda's async queue; `drain()` runs
+  the queue in order on the caller's thread. This also keeps concurrent callers (the fan-out's
+  thread pool) from running handlers at once, which matters because a handler's environment is
+  the process environment;
+- a handler runs with the environment Lambda gives it: the function's variables, `AWS_REGION`,
+  and credentials of its execution role (assumed through STS, so they select the function's
+  account in moto). The previous environment is restored afterwards.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import threading
+import traceback
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import boto3
+import botocore.handlers
+from botocore.awsrequest import AWSResponse
+from botocore.response import StreamingBody
+
+from sandbox.model_validation import ValidationError, validate_request
+
+Handler = Callable[[dict[str, Any], Any], Any]
+
+_FUNCTION_ARN = re.compile(
+    r"^(?:arn:aws[a-zA-Z-]*:lambda:(?P<region>[a-z0-9-]+):(?P<account>\d{12}):function:)?"
+    r"(?P<name>[a-zA-Z0-9_.-]+)(?::(?P<qualifier>[a-zA-Z0-9$_.-]+))?$"
+)
+_PARTIAL_ARN = re.compile(r"^(?P<account>\d{12}):function:(?P<name>[a-zA-Z0-9_.-]+)$")
+_REQUEST_NAMESPACE = uuid.UUID("6f1c3a52-31b5-4ac4-9d0f-0e5a1f7d3c21")
+
+
+@dataclass(frozen=True)
+class LambdaFunction:
+    account: str
+    region: str
+    name: str
+    handler: Handler
+    role_arn: str
+    environment: dict[str, str] = field(default_factory=dict)
+    timeout_seconds: int = 300
+    memory_mb: int = 256
+
+    @property
+    def arn(self) -> str:
+        return f"arn:aws:lambda:{self.region}:{self.account}:function:{self.name}"
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """One handler run: what it was given and what came of it (`error` set when it raised)."""
+
+    function_arn: str
+    invocation_type: str
+    event: Any
+    request_id: str
+    result: Any = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class LambdaContext:
+    """The attributes of Lambda's context object that handlers read."""
+
+    function_name: str
+    invoked_function_arn: str
+    aws_request_id: str
+    memory_limit_in_mb: int
+    timeout_seconds: int
+    function_version: str = "$LATEST"
+
+    @property
+    def log_group_name(self) -> str:
+        return f"/aws/lambda/{self.function_name}"
+
+    def get_remaining_time_in_millis(self) -> int:
+        # Simulated time does not pass while a handler runs: it always has its full timeout.
+        return self.timeout_seconds * 1000
+
+
+class LambdaRouter:
+    def __init__(self, base_session: boto3.Session | None = None):
+        """`base_session` assumes the execution roles (any credentials moto accepts)."""
+        self._base_session = base_session or boto3.Session(region_name="us-east-1")
+        self._functions: dict[str, LambdaFunction] = {}
+        self._queue: deque[tuple[LambdaFunction, Any, str]] = deque()
+        self._lock = threading.RLock()
+        self._request_count = 0
+        self.invocations: list[Invocation] = []
+
+    def register(self, function: LambdaFunction) -> None:
+        self._functions[function.arn] = function
+
+    @contextmanager
+    def installed(self) -> Iterator[LambdaRouter]:
+        """Route `lambda:Invoke` of every botocore session created inside the block."""
+        hooks = [
+            ("before-parameter-build.lambda.Invoke", self._stash_params),
+            ("before-call.lambda.Invoke", self._answer_invoke),
+        ]
+        botocore.handlers.BUILTIN_HANDLERS.extend(hooks)
+        try:
+            yield self
+        finally:
+            for hook in hooks:
+                botocore.handlers.BUILTIN_HANDLERS.remove(hook)
+
+    def drain(self) -> list[Invocation]:
+        """Run queued async invocations, including any they queue, oldest first."""
+        ran = []
+        while self._queue:
+            function, event, request_id = self._queue.popleft()
+            ran.append(self._run(function, event, "Event", request_id))
+        return ran
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue)
+
+    # --- botocore hooks -------------------------------------------------------------------------
+
+    @staticmethod
+    def _stash_params(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+        # before-call only sees the serialized request; the API parameters are read here.
+        context["sandbox_invoke_params"] = dict(params)
+
+    def _answer_invoke(
+        self, model: Any, context: dict[str, Any], request_signer: Any, **_: Any
+    ) -> tuple[AWSResponse, dict[str, Any]]:
+        params = context["sandbox_invoke_params"]
+        try:
+            validate_request(model.service_model, "Invoke", params)
+        except ValidationError as error:
+            return _error(400, "ValidationException", str(error))
+        caller_account = self._account_of(request_signer)
+        function = self._resolve(
+            params["FunctionName"], caller_account, request_signer._region_name
+        )
+        if function is None:
+            return _error(
+                404,
+                "ResourceNotFoundException",
+                f"Function not found: {self._describe(params['FunctionName'], caller_account)}",
+            )
+        if caller_account != function.account:
+            return _error(
+                403,
+                "AccessDeniedException",
+                f"account {caller_account} is not authorized to invoke {function.arn}",
+            )
+        try:
+            event = _decode_payload(params.get("Payload"))
+        except ValueError:
+            return _error(
+                400, "InvalidRequestContentException", "Could not parse request body into json"
+            )
+        invocation_type = params.get("InvocationType", "RequestResponse")
+        with self._lock:
+            self._request_count += 1
+            request_id = str(uuid.uuid5(_REQUEST_NAMESPACE, str(self._request_count)))
+            if invocation_type == "DryRun":
+                return _ok(204, {"StatusCode": 204})
+            if invocation_type == "Event":
+                self._queue.append((function, event, request_id))
+                return _ok(202, {"StatusCode": 202, "Payload": _body(b"")})
+            invocation = self._run(function, event, invocation_type, request_id)
+        if invocation.error is not None:
+            payload = json.dumps({"errorMessage": invocation.error, "errorType": "Exception"})
+            return _ok(
+                200,
+                {"StatusCode": 200, "FunctionError": "Unhandled", "Payload": _body(payload)},
+            )
+        return _ok(200, {"StatusCode": 200, "Payload": _body(json.dumps(invocation.result))})
+
+    # --- resolution and execution ---------------------------------------------------------------
+
+    def _account_of(self, request_signer: Any) -> str:
+        credentials = request_signer._credentials.get_frozen_credentials()
+        sts = boto3.Session(
+            aws_access_key_id=credentials.access_key,
+            aws_secret_access_key=credentials.secret_key,
+            aws_session_token=credentials.token,
+            region_name=request_signer._region_name,
+        ).client("sts")
+        return sts.get_caller_identity()["Account"]
+
+    def _resolve(self, name: str, caller_account: str, region: str) -> LambdaFunction | None:
+        partial = _PARTIAL_ARN.match(name)
+        if partial:
+            name = f"arn:aws:lambda:{region}:{partial['account']}:function:{partial['name']}"
+        parsed = _FUNCTION_ARN.match(name)
+        if parsed is None:
+            return None
+        region = parsed["region"] or region
+        account = parsed["account"] or caller_account
+        arn = f"arn:aws:lambda:{region}:{account}:function:{parsed['name']}"
+        return self._functions.get(arn)
+
+    @staticmethod
+    def _describe(name: str, caller_account: str) -> str:
+        return name if name.startswith("arn:") else f"{name} (account {caller_account})"
+
+    def _run(
+        self, function: LambdaFunction, event: Any, invocation_type: str, request_id: str
+    ) -> Invocation:
+        context = LambdaContext(
+            function_name=function.name,
+            invoked_function_arn=function.arn,
+            aws_request_id=request_id,
+            memory_limit_in_mb=function.memory_mb,
+            timeout_seconds=function.timeout_seconds,
+        )
+        with self._lock, self._lambda_environment(function):
+            try:
+                result, error = function.handler(event, context), None
+            except Exception as failure:  # a handler error is the invocation's result, as in Lambda
+                result = None
+                error = "".join(traceback.format_exception_only(failure)).strip()
+        invocation = Invocation(function.arn, invocation_type, event, request_id, result, error)
+        self.invocations.append(invocation)
+        return invocation
+
+    @contextmanager
+    def _lambda_environment(self, function: LambdaFunction) -> Iterator[None]:
+        credentials = self._base_session.client("sts", region_name=function.region).assume_role(
+            RoleArn=function.role_arn, RoleSessionName=function.name[:64]
+        )["Credentials"]
+        saved = dict(os.environ)
+        for key in [key for key in os.environ if key.startswith("AWS_")]:
+            del os.environ[key]
+        os.environ.update(
+            {
+                **function.environment,
+                "AWS_REGION": function.region,
+                "AWS_DEFAULT_REGION": function.region,
+                "AWS_LAMBDA_FUNCTION_NAME": function.name,
+                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(function.memory_mb),
+                "AWS_ACCESS_KEY_ID": credentials["AccessKeyId"],
+                "AWS_SECRET_ACCESS_KEY": credentials["SecretAccessKey"],
+                "AWS_SESSION_TOKEN": credentials["SessionToken"],
+            }
+        )
+        try:
+            yield
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+
+
+def _decode_payload(payload: bytes | str | None) -> Any:
+    if not payload:
+        return {}
+    return json.loads(payload)
+
+
+def _body(data: bytes | str) -> StreamingBody:
+    raw = data.encode() if isinstance(data, str) else data
+    return StreamingBody(io.BytesIO(raw), len(raw))
+
+
+def _ok(status: int, parsed: dict[str, Any]) -> tuple[AWSResponse, dict[str, Any]]:
+    parsed["ResponseMetadata"] = {"HTTPStatusCode": status}
+    return AWSResponse("https://lambda.sandbox", status, {}, None), parsed
+
+
+def _error(status: int, code: str, message: str) -> tuple[AWSResponse, dict[str, Any]]:
+    parsed = {
+        "Error": {"Code": code, "Message": message},
+        "ResponseMetadata": {"HTTPStatusCode": status},
+    }
+    return AWSResponse("https://lambda.sandbox", status, {}, None), parsed

@@ -1,0 +1,189 @@
+"""sandbox/lambda_invoke.py: a boto3 `lambda:Invoke` runs the registered handler in-process."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+from moto import mock_aws
+
+from sandbox.lambda_invoke import LambdaFunction, LambdaRouter
+
+REGION, INFRA, WORKLOAD = "eu-west-1", "111111111111", "222222222222"
+
+
+def observed_environment(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """A handler reporting what it sees, including who its default boto3 session is."""
+    identity = boto3.Session().client("sts").get_caller_identity()
+    return {
+        "event": event,
+        "account": identity["Account"],
+        "arn": identity["Arn"],
+        "region": os.environ["AWS_REGION"],
+        "prefix": os.environ["IMAGE_PREFIX"],
+        "function": context.function_name,
+        "invokedArn": context.invoked_function_arn,
+    }
+
+
+def failing(event: dict[str, Any], context: Any) -> None:
+    raise RuntimeError("AMI ami-123 is not owned by the infra account")
+
+
+WORKLOAD_FUNCTION = LambdaFunction(
+    account=WORKLOAD,
+    region=REGION,
+    name="refresh",
+    handler=observed_environment,
+    role_arn=f"arn:aws:iam::{WORKLOAD}:role/refresh-role",
+    environment={"IMAGE_PREFIX": "golden-ecs-al2023"},
+)
+
+
+@pytest.fixture
+def router() -> Iterator[LambdaRouter]:
+    with mock_aws():
+        router = LambdaRouter()
+        router.register(WORKLOAD_FUNCTION)
+        router.register(
+            LambdaFunction(
+                account=WORKLOAD,
+                region=REGION,
+                name="broken",
+                handler=failing,
+                role_arn=f"arn:aws:iam::{WORKLOAD}:role/refresh-role",
+            )
+        )
+        with router.installed():
+            yield router
+
+
+def client_in(account: str) -> Any:
+    """A Lambda client holding credentials of `account`, as the fan-out gets from AssumeRole."""
+    credentials = boto3.client("sts", region_name=REGION).assume_role(
+        RoleArn=f"arn:aws:iam::{account}:role/InvokeInstanceRefreshHandlerRole",
+        RoleSessionName="fanout",
+    )["Credentials"]
+    return boto3.Session(
+        aws_access_key_id=credentials["AccessKeyId"],
+        aws_secret_access_key=credentials["SecretAccessKey"],
+        aws_session_token=credentials["SessionToken"],
+        region_name=REGION,
+    ).client("lambda")
+
+
+def test_request_response_runs_the_handler_as_its_function(router: LambdaRouter) -> None:
+    outer_key = os.environ.get("AWS_ACCESS_KEY_ID")
+
+    response = client_in(WORKLOAD).invoke(
+        FunctionName=WORKLOAD_FUNCTION.arn, Payload=json.dumps({"action": "converge"})
+    )
+
+    result = json.loads(response["Payload"].read())
+    assert response["StatusCode"] == 200
+    assert "FunctionError" not in response
+    assert result == {
+        "event": {"action": "converge"},
+        "account": WORKLOAD,
+        "arn": f"arn:aws:sts::{WORKLOAD}:assumed-role/refresh-role/refresh",
+        "region": REGION,
+        "prefix": "golden-ecs-al2023",
+        "function": "refresh",
+        "invokedArn": WORKLOAD_FUNCTION.arn,
+    }
+    assert os.environ.get("AWS_ACCESS_KEY_ID") == outer_key
+    assert "IMAGE_PREFIX" not in os.environ
+
+
+def test_async_invocations_are_queued_until_drained(router: LambdaRouter) -> None:
+    lambda_client = client_in(WORKLOAD)
+    for n in range(2):
+        response = lambda_client.invoke(
+            FunctionName=WORKLOAD_FUNCTION.arn, InvocationType="Event", Payload=json.dumps({"n": n})
+        )
+        assert response["StatusCode"] == 202
+    assert router.invocations == []
+    assert router.pending == 2
+
+    ran = router.drain()
+
+    assert [invocation.result["event"] for invocation in ran] == [{"n": 0}, {"n": 1}]
+    assert [invocation.result["account"] for invocation in ran] == [WORKLOAD, WORKLOAD]
+    assert len({invocation.request_id for invocation in ran}) == 2
+    assert router.pending == 0
+
+
+def test_bare_name_resolves_in_the_callers_account(router: LambdaRouter) -> None:
+    response = client_in(WORKLOAD).invoke(FunctionName="refresh", Payload=b"{}")
+    assert json.loads(response["Payload"].read())["invokedArn"] == WORKLOAD_FUNCTION.arn
+    with pytest.raises(ClientError) as error:
+        client_in(INFRA).invoke(FunctionName="refresh", Payload=b"{}")
+    assert error.value.response["Error"]["Code"] == "ResourceNotFoundException"
+
+
+def test_unknown_function_is_resource_not_found(router: LambdaRouter) -> None:
+    lambda_client = client_in("333333333333")
+    with pytest.raises(lambda_client.exceptions.ResourceNotFoundException, match="Function not"):
+        lambda_client.invoke(
+            FunctionName="arn:aws:lambda:eu-west-1:333333333333:function:refresh",
+            InvocationType="Event",
+            Payload=b"{}",
+        )
+    assert router.pending == 0
+
+
+def test_other_regions_function_is_not_this_one(router: LambdaRouter) -> None:
+    lambda_client = client_in(WORKLOAD)
+    with pytest.raises(lambda_client.exceptions.ResourceNotFoundException):
+        lambda_client.invoke(FunctionName=WORKLOAD_FUNCTION.arn.replace(REGION, "us-east-1"))
+
+
+def test_caller_from_another_account_is_denied(router: LambdaRouter) -> None:
+    with pytest.raises(ClientError) as error:
+        client_in(INFRA).invoke(FunctionName=WORKLOAD_FUNCTION.arn, InvocationType="Event")
+    assert error.value.response["Error"]["Code"] == "AccessDeniedException"
+    assert router.pending == 0
+
+
+def test_handler_exception_is_a_function_error_not_a_client_error(router: LambdaRouter) -> None:
+    response = client_in(WORKLOAD).invoke(FunctionName="broken")
+    assert response["FunctionError"] == "Unhandled"
+    assert (
+        "not owned by the infra account" in json.loads(response["Payload"].read())["errorMessage"]
+    )
+    [invocation] = router.invocations
+    assert invocation.error == "RuntimeError: AMI ami-123 is not owned by the infra account"
+
+
+@pytest.mark.parametrize(
+    ("request_kwargs", "code"),
+    [
+        ({"InvocationType": "Later"}, "ValidationException"),
+        ({"Payload": b"not json"}, "InvalidRequestContentException"),
+    ],
+)
+def test_bad_requests_are_rejected_before_anything_runs(
+    router: LambdaRouter, request_kwargs: dict[str, Any], code: str
+) -> None:
+    with pytest.raises(ClientError) as error:
+        client_in(WORKLOAD).invoke(FunctionName=WORKLOAD_FUNCTION.arn, **request_kwargs)
+    assert error.value.response["Error"]["Code"] == code
+    assert router.invocations == []
+
+
+def test_hooks_are_removed_when_the_router_is_uninstalled() -> None:
+    with mock_aws():
+        router = LambdaRouter()
+        router.register(WORKLOAD_FUNCTION)
+        with router.installed():
+            pass
+        with pytest.raises(ClientError) as error:
+            client_in(WORKLOAD).invoke(FunctionName=WORKLOAD_FUNCTION.arn)
+        # moto itself answers now: it has no such function.
+        assert error.value.response["Error"]["Code"] == "ResourceNotFoundException"
+        assert router.invocations == []
