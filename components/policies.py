@@ -8,7 +8,9 @@ is configured with; where an API has no resource-level permission a condition na
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Protocol
+
+from handlers.refresh.rules import QUARANTINE_REVIEWED_TAG, QUARANTINE_TAG
 
 Policy = dict[str, Any]
 
@@ -231,4 +233,238 @@ def image_state_key_policy(partition: str, account_id: str) -> Policy:
             "Action": ["kms:Decrypt", "kms:GenerateDataKey*"],
             "Resource": "*",
         },
+    )
+
+
+# --- infra: fan-out (OrgFanout) ------------------------------------------------------------------
+
+# CloudWatch namespace of the fan-out's outcome metrics (handlers/fanout reads it from its env).
+FANOUT_METRIC_NAMESPACE = "GoldenAmi"
+
+
+def _write_own_logs(log_group_arns: Iterable[str]) -> dict[str, Any]:
+    # The components create the log groups (with retention), so no logs:CreateLogGroup.
+    return {
+        "Sid": "WriteOwnLogs",
+        "Effect": "Allow",
+        "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+        "Resource": sorted(f"{arn}:*" for arn in log_group_arns),
+    }
+
+
+def fanout_policy(
+    *,
+    invoke_role_name: str,
+    organization_id: str,
+    log_group_arn: str,
+    account_source: str,
+    organizational_unit_ids: Sequence[str] = (),
+    list_accounts_role_arn: str = "",
+) -> Policy:
+    """The fan-out Lambda's role: list accounts, assume the workload invoke roles, report."""
+    statements = [
+        {
+            "Sid": "AssumeInvokeRoleInOrganizationAccounts",
+            "Effect": "Allow",
+            "Action": "sts:AssumeRole",
+            # Every enrolled account holds a role of this name; the account ids are unknown when
+            # the infra stack is deployed, so the Organization condition bounds them.
+            "Resource": f"arn:aws:iam::*:role/{invoke_role_name}",
+            "Condition": {"StringEquals": {"aws:ResourceOrgID": organization_id}},
+        },
+        {
+            "Sid": "PublishFanoutMetrics",
+            "Effect": "Allow",
+            "Action": "cloudwatch:PutMetricData",
+            # PutMetricData has no resource-level permission: the namespace condition bounds it.
+            "Resource": "*",
+            "Condition": {"StringEquals": {"cloudwatch:namespace": FANOUT_METRIC_NAMESPACE}},
+        },
+        _write_own_logs([log_group_arn]),
+    ]
+    if account_source == "organizations" and list_accounts_role_arn:
+        statements.append(
+            {
+                "Sid": "AssumeListAccountsRole",
+                "Effect": "Allow",
+                "Action": "sts:AssumeRole",
+                "Resource": list_accounts_role_arn,
+            }
+        )
+    elif account_source == "organizations":
+        # The Organizations list calls have no resource-level permission (Resource "*" only).
+        # The handler lists the whole Organization, or walks the configured OUs' subtrees.
+        actions = (
+            [
+                "organizations:ListAccountsForParent",
+                "organizations:ListOrganizationalUnitsForParent",
+            ]
+            if organizational_unit_ids
+            else ["organizations:ListAccounts"]
+        )
+        statements.append(
+            {
+                "Sid": "ListOrganizationAccounts",
+                "Effect": "Allow",
+                "Action": actions,
+                "Resource": "*",
+            }
+        )
+    return _document(*statements)
+
+
+# --- workload: refresh Lambda and the cross-account invoke role (RefreshWithRollback) -----------
+
+
+class RefreshTargetScope(Protocol):
+    """What the refresh policy needs to know about one configured group."""
+
+    region: str
+    auto_scaling_group_name: str
+    launch_template_id: str
+    cluster_name: str
+
+
+def auto_scaling_group_arn(region: str, account_id: str, group_name: str) -> str:
+    # The stack does not own the group, so its UUID is unknown: wildcarded.
+    return (
+        f"arn:aws:autoscaling:{region}:{account_id}:autoScalingGroup:*"
+        f":autoScalingGroupName/{group_name}"
+    )
+
+
+def launch_template_arn(region: str, account_id: str, template_id: str) -> str:
+    return f"arn:aws:ec2:{region}:{account_id}:launch-template/{template_id}"
+
+
+def ecs_cluster_arn(region: str, account_id: str, cluster_name: str) -> str:
+    return f"arn:aws:ecs:{region}:{account_id}:cluster/{cluster_name}"
+
+
+def refresh_policy(
+    *,
+    account_id: str,
+    targets: Sequence[RefreshTargetScope],
+    ecs_instance_role_arn: str,
+    log_group_arns: Iterable[str],
+) -> Policy:
+    """The refresh Lambda's role, across every region of the workload stack (IAM is global)."""
+    if not targets:
+        raise ValueError("the refresh policy needs at least one target group")
+    group_arns = sorted(
+        {auto_scaling_group_arn(t.region, account_id, t.auto_scaling_group_name) for t in targets}
+    )
+    template_arns = sorted(
+        {launch_template_arn(t.region, account_id, t.launch_template_id) for t in targets}
+    )
+    regions = sorted({t.region for t in targets})
+    return _document(
+        {
+            "Sid": "ReadGroupsImagesAndTemplates",
+            "Effect": "Allow",
+            # Describe calls have no resource-level permission.
+            "Action": [
+                "autoscaling:DescribeAutoScalingGroups",
+                "autoscaling:DescribeInstanceRefreshes",
+                "ec2:DescribeImages",
+                "ec2:DescribeLaunchTemplateVersions",
+            ],
+            "Resource": "*",
+        },
+        {
+            "Sid": "RefreshConfiguredGroups",
+            "Effect": "Allow",
+            # UpdateAutoScalingGroup only pins $Latest/$Default to the number it resolves to.
+            "Action": ["autoscaling:StartInstanceRefresh", "autoscaling:UpdateAutoScalingGroup"],
+            "Resource": group_arns,
+        },
+        {
+            "Sid": "RecordQuarantineOnConfiguredGroups",
+            "Effect": "Allow",
+            "Action": "autoscaling:CreateOrUpdateTags",
+            "Resource": group_arns,
+            "Condition": {
+                "ForAllValues:StringEquals": {
+                    "aws:TagKeys": sorted([QUARANTINE_TAG, QUARANTINE_REVIEWED_TAG])
+                }
+            },
+        },
+        {
+            "Sid": "VersionConfiguredTemplates",
+            "Effect": "Allow",
+            "Action": "ec2:CreateLaunchTemplateVersion",
+            "Resource": template_arns,
+        },
+        {
+            "Sid": "LaunchFromConfiguredTemplates",
+            "Effect": "Allow",
+            # Auto Scaling checks that the caller may launch from the template it is given.
+            # RunInstances authorises many resource types (instance, volume, network interface,
+            # subnet, security group, the infra account's image), hence "*" bounded by template.
+            "Action": "ec2:RunInstances",
+            "Resource": "*",
+            "Condition": {"ArnEquals": {"ec2:LaunchTemplate": template_arns}},
+        },
+        {
+            "Sid": "TagInstancesAtLaunch",
+            "Effect": "Allow",
+            "Action": "ec2:CreateTags",
+            "Resource": [f"arn:aws:ec2:{region}:{account_id}:*" for region in regions],
+            "Condition": {"StringEquals": {"ec2:CreateAction": "RunInstances"}},
+        },
+        {
+            "Sid": "PassInstanceRoleToEc2",
+            "Effect": "Allow",
+            "Action": "iam:PassRole",
+            "Resource": ecs_instance_role_arn,
+            "Condition": {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}},
+        },
+        {
+            "Sid": "CheckManagedDraining",
+            "Effect": "Allow",
+            "Action": ["ecs:DescribeClusters", "ecs:DescribeCapacityProviders"],
+            # Clusters are configured; their capacity providers are only found at run time.
+            "Resource": sorted(
+                {ecs_cluster_arn(t.region, account_id, t.cluster_name) for t in targets}
+                | {f"arn:aws:ecs:{region}:{account_id}:capacity-provider/*" for region in regions}
+            ),
+        },
+        _write_own_logs(log_group_arns),
+    )
+
+
+def invoke_role_trust_policy(fanout_role_arn: str, organization_id: str) -> Policy:
+    """Only the infra account's fan-out role, and only while it belongs to the Organization."""
+    return _document(
+        {
+            "Effect": "Allow",
+            "Principal": {"AWS": fanout_role_arn},
+            "Action": "sts:AssumeRole",
+            "Condition": {"StringEquals": {"aws:PrincipalOrgID": organization_id}},
+        }
+    )
+
+
+def invoke_role_policy(refresh_function_arns: Iterable[str]) -> Policy:
+    """The cross-account role may invoke the refresh Lambda (one per region), nothing else."""
+    return _document(
+        {
+            "Sid": "InvokeRefreshFunctions",
+            "Effect": "Allow",
+            "Action": "lambda:InvokeFunction",
+            "Resource": sorted(refresh_function_arns),
+        }
+    )
+
+
+def ecs_errors_delivery_policy(log_group_arns: Iterable[str]) -> Policy:
+    """CloudWatch Logs resource policy: EventBridge may write the ECS error events to the groups."""
+    return _document(
+        {
+            "Sid": "EventBridgeDeliversEcsErrors",
+            "Effect": "Allow",
+            "Principal": {"Service": ["events.amazonaws.com", "delivery.logs.amazonaws.com"]},
+            "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+            "Resource": sorted(f"{arn}:*" for arn in log_group_arns),
+        }
     )
