@@ -174,11 +174,11 @@ def _converge(
 
 
 def _template_ref(group: Mapping[str, Any], target: Target) -> rules.TemplateRef:
-    if "LaunchTemplate" in group:
-        spec, policy = group["LaunchTemplate"], None
-    elif "MixedInstancesPolicy" in group:
+    if "MixedInstancesPolicy" in group:
         policy = group["MixedInstancesPolicy"]
         spec = policy["LaunchTemplate"]["LaunchTemplateSpecification"]
+    elif "LaunchTemplate" in group:
+        spec, policy = group["LaunchTemplate"], None
     else:
         raise _DecidedError("rejected", "the group has no launch template (launch configuration?)")
     if spec.get("LaunchTemplateId") != target.launch_template_id:
