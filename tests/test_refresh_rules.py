@@ -1,0 +1,293 @@
+"""The DESIGN §5 rules as pure functions: each test breaks when its rule is broken."""
+
+from __future__ import annotations
+
+import pytest
+
+from handlers.refresh import rules
+from handlers.refresh.rules import Image, TemplateRef
+
+INFRA = "210987654321"
+PREFIX = "golden-ecs-al2023"
+
+
+def image(ami_id: str = "ami-0aaa", day: int = 2, **overrides: str) -> Image:
+    fields = {
+        "image_id": ami_id,
+        "name": f"{PREFIX}-2025-01-{day:02d}",
+        "owner_id": INFRA,
+        "state": "available",
+        "creation_date": f"2025-01-{day:02d}T00:00:00.000Z",
+    }
+    return Image(**{**fields, **overrides})
+
+
+MIXED_POLICY = {
+    "LaunchTemplate": {
+        "LaunchTemplateSpecification": {"LaunchTemplateId": "lt-1", "Version": "3"},
+        "Overrides": [{"InstanceType": "m7i.large"}, {"InstanceType": "m6i.large"}],
+    },
+    "InstancesDistribution": {"OnDemandBaseCapacity": 1},
+}
+
+
+# --- rule 1 -----------------------------------------------------------------------------------
+
+
+def test_trusted_image_passes():
+    assert rules.untrusted_image_reason("ami-0aaa", image(), INFRA, PREFIX) is None
+
+
+@pytest.mark.parametrize(
+    ("candidate", "expected"),
+    [
+        (None, "does not exist"),
+        (image(state="pending"), "is pending, not available"),
+        (image(state="disabled"), "is disabled"),
+        (image(owner_id="333333333333"), "owned by 333333333333"),
+        (image(name="other-ecs-al2023-2025"), "lacks the image prefix"),
+    ],
+)
+def test_untrusted_images_are_named_with_the_reason(candidate, expected):
+    assert expected in rules.untrusted_image_reason("ami-0aaa", candidate, INFRA, PREFIX)
+
+
+def test_an_older_image_never_replaces_the_current_one():
+    reason = rules.older_than_current_reason(image("ami-old", day=1), image("ami-cur", day=2))
+    assert "ami-old" in reason and "older than" in reason and "ami-cur" in reason
+
+
+def test_same_age_or_newer_images_and_a_deregistered_current_image_are_not_older():
+    assert rules.older_than_current_reason(image(day=3), image("ami-cur", day=2)) is None
+    assert rules.older_than_current_reason(image(day=2), image("ami-cur", day=2)) is None
+    assert rules.older_than_current_reason(image(day=1), None) is None
+
+
+def test_converge_picks_the_newest_trusted_image_ignoring_other_owners_and_states():
+    candidates = [
+        image("ami-old", day=1),
+        image("ami-new", day=3),
+        image("ami-foreign", day=9, owner_id="333333333333"),
+        image("ami-pending", day=8, state="pending"),
+        image("ami-unprefixed", day=7, name="my-own-ami"),
+    ]
+    assert rules.newest_trusted_image(candidates, INFRA, PREFIX).image_id == "ami-new"
+    assert rules.newest_trusted_image(candidates[2:], INFRA, PREFIX) is None
+
+
+# --- rule 2 -----------------------------------------------------------------------------------
+
+
+def test_ssm_alias_is_rejected_with_an_explanation():
+    reason = rules.ssm_alias_reason("lt-1", 3, "resolve:ssm:/aws/service/ecs/optimized-ami")
+    assert "SSM" in reason and "roll back" in reason and "lt-1" in reason
+    assert rules.ssm_alias_reason("lt-1", 3, "ami-0aaa") is None
+
+
+@pytest.mark.parametrize(("version", "pin"), [("$Latest", True), ("$Default", True), ("7", False)])
+def test_only_latest_and_default_need_pinning(version, pin):
+    assert rules.needs_numbered_pin(TemplateRef("lt-1", version)) is pin
+
+
+def test_pin_names_the_resolved_number_and_nothing_else():
+    assert rules.pinned_group_update("g", TemplateRef("lt-1", "$Latest"), 4) == {
+        "AutoScalingGroupName": "g",
+        "LaunchTemplate": {"LaunchTemplateId": "lt-1", "Version": "4"},
+    }
+
+
+def test_pin_of_a_mixed_group_keeps_overrides_and_distribution():
+    update = rules.pinned_group_update("g", TemplateRef("lt-1", "$Default", MIXED_POLICY), 4)
+    policy = update["MixedInstancesPolicy"]
+    assert policy["LaunchTemplate"]["LaunchTemplateSpecification"]["Version"] == "4"
+    assert policy["LaunchTemplate"]["Overrides"] == MIXED_POLICY["LaunchTemplate"]["Overrides"]
+    assert policy["InstancesDistribution"] == MIXED_POLICY["InstancesDistribution"]
+    assert "LaunchTemplate" not in update
+
+
+# --- rule 3 -----------------------------------------------------------------------------------
+
+
+def test_desired_configuration_names_the_new_version():
+    assert rules.desired_configuration(TemplateRef("lt-1", "3"), 5) == {
+        "LaunchTemplate": {"LaunchTemplateId": "lt-1", "Version": "5"}
+    }
+
+
+def test_desired_configuration_of_a_mixed_group_keeps_its_policy():
+    desired = rules.desired_configuration(TemplateRef("lt-1", "3", MIXED_POLICY), 5)
+    expected_launch_template = {
+        "LaunchTemplateSpecification": {"LaunchTemplateId": "lt-1", "Version": "5"},
+        "Overrides": MIXED_POLICY["LaunchTemplate"]["Overrides"],
+    }
+    assert desired == {
+        "MixedInstancesPolicy": {
+            "LaunchTemplate": expected_launch_template,
+            "InstancesDistribution": {"OnDemandBaseCapacity": 1},
+        }
+    }
+    assert MIXED_POLICY["LaunchTemplate"]["LaunchTemplateSpecification"]["Version"] == "3"
+
+
+# --- rule 4 -----------------------------------------------------------------------------------
+
+SOURCE = {"ImageId": "ami-cur", "InstanceType": "m7i.large", "UserData": "ZWNobw=="}
+
+
+def test_new_version_changes_only_the_image():
+    assert rules.new_version_data(SOURCE, "ami-new") == {**SOURCE, "ImageId": "ami-new"}
+
+
+def test_an_existing_version_with_the_same_source_and_image_is_reused():
+    versions = [
+        {"VersionNumber": 3, "LaunchTemplateData": SOURCE},
+        {"VersionNumber": 4, "LaunchTemplateData": {**SOURCE, "ImageId": "ami-new"}},
+        {"VersionNumber": 5, "LaunchTemplateData": {"ImageId": "ami-new"}},  # other source
+    ]
+    assert rules.reusable_version(versions, SOURCE, "ami-new") == 4
+    assert rules.reusable_version(versions, SOURCE, "ami-other") is None
+    assert rules.reusable_version(versions[2:], SOURCE, "ami-new") is None
+
+
+def test_version_description_names_the_image_arn_within_the_api_limit():
+    arn = "arn:aws:imagebuilder:eu-west-1:210987654321:image/golden/1.0.0/3"
+    assert arn in rules.version_description("ami-new", arn)
+    assert "converge" in rules.version_description("ami-new", None)
+    assert len(rules.version_description("ami-new", "arn:" + "x" * 400)) == 255
+
+
+# --- rule 5 -----------------------------------------------------------------------------------
+
+
+def test_preferences_add_the_rollback_safety_members_over_configuration():
+    configured = {"MinHealthyPercentage": 90, "BakeTime": 900, "AutoRollback": False}
+    assert rules.refresh_preferences(configured, ["ecs-errors"]) == {
+        "MinHealthyPercentage": 90,
+        "BakeTime": 900,
+        "AutoRollback": True,
+        "SkipMatching": True,
+        "ScaleInProtectedInstances": "Refresh",
+        "AlarmSpecification": {"Alarms": ["ecs-errors"]},
+    }
+
+
+def test_no_alarm_specification_without_alarms():
+    assert "AlarmSpecification" not in rules.refresh_preferences({}, [])
+
+
+GROUP_ARN = "arn:aws:autoscaling:eu-west-1:123456789012:autoScalingGroup:x:autoScalingGroupName/g"
+
+
+def provider(draining: str | None, arn: str = GROUP_ARN) -> dict:
+    asg_provider = {"autoScalingGroupArn": arn}
+    if draining:
+        asg_provider["managedDraining"] = draining
+    return {"name": "cp", "autoScalingGroupProvider": asg_provider}
+
+
+def test_draining_warning_only_when_the_groups_provider_lacks_managed_draining():
+    assert rules.draining_warning("main", GROUP_ARN, [provider("ENABLED")]) is None
+    assert "managedDraining" in rules.draining_warning("main", GROUP_ARN, [provider("DISABLED")])
+    assert "managedDraining" in rules.draining_warning("main", GROUP_ARN, [provider(None)])
+    other = [provider("ENABLED", arn="arn:other")]
+    assert "no capacity provider" in rules.draining_warning("main", GROUP_ARN, other)
+
+
+# --- rule 6 -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "status", ["Pending", "InProgress", "Baking", "Cancelling", "RollbackInProgress"]
+)
+def test_active_statuses_defer(status):
+    refreshes = [{"InstanceRefreshId": "r2", "Status": status}, {"Status": "Successful"}]
+    assert rules.active_refresh(refreshes)["InstanceRefreshId"] == "r2"
+
+
+@pytest.mark.parametrize(
+    "status", ["Successful", "Failed", "Cancelled", "RollbackSuccessful", "RollbackFailed"]
+)
+def test_finished_statuses_do_not_defer(status):
+    assert rules.active_refresh([{"Status": status}]) is None
+
+
+# --- rule 7 -----------------------------------------------------------------------------------
+
+
+def refresh(status: str, end: str, version: str = "4", **extra) -> dict:
+    return {
+        "InstanceRefreshId": f"r-{version}-{status}",
+        "Status": status,
+        "EndTime": end,
+        "DesiredConfiguration": {
+            "LaunchTemplate": {"LaunchTemplateId": "lt-1", "Version": version}
+        },
+        **extra,
+    }
+
+
+def test_rolled_back_refreshes_are_found_oldest_first_and_others_ignored():
+    history = [
+        refresh("RollbackFailed", "2025-01-03T00:00:00.000000Z", "6"),
+        refresh("Successful", "2025-01-02T12:00:00.000000Z", "5"),
+        refresh("Failed", "2025-01-02T06:00:00.000000Z", "7", RollbackDetails={"X": 1}),
+        refresh("Failed", "2025-01-02T05:00:00.000000Z", "8"),
+        refresh("Cancelled", "2025-01-02T04:00:00.000000Z", "9"),
+        refresh("RollbackSuccessful", "2025-01-02T00:00:00.000000Z", "4"),
+    ]
+    found = rules.rolled_back_refreshes(history, None)
+    assert [(r.version, r.template_id) for r in found] == [
+        ("4", "lt-1"),
+        ("7", "lt-1"),
+        ("6", "lt-1"),
+    ]
+
+
+def test_rollbacks_already_reviewed_are_not_folded_in_again():
+    history = [
+        refresh("RollbackSuccessful", "2025-01-03T00:00:00.000000Z", "6"),
+        refresh("RollbackSuccessful", "2025-01-02T00:00:00.000000Z", "4"),
+    ]
+    found = rules.rolled_back_refreshes(history, "2025-01-02T00:00:00.000000Z")
+    assert [r.version for r in found] == ["6"]
+
+
+def test_rollback_of_a_mixed_instances_refresh_is_found():
+    desired = {
+        "MixedInstancesPolicy": {
+            "LaunchTemplate": {
+                "LaunchTemplateSpecification": {"LaunchTemplateId": "lt-1", "Version": "9"}
+            }
+        }
+    }
+    history = [
+        {
+            "InstanceRefreshId": "r",
+            "Status": "RollbackSuccessful",
+            "EndTime": "2025-01-02T00:00:00.000000Z",
+            "DesiredConfiguration": desired,
+        }
+    ]
+    assert [r.version for r in rules.rolled_back_refreshes(history, None)] == ["9"]
+
+
+def test_quarantine_tag_keeps_the_newest_ids_that_fit_in_256_characters():
+    ami_ids = [f"ami-{n:017x}" for n in range(15)]  # 21 characters each
+    value, forgotten = rules.quarantine_tag_value(ami_ids)
+    assert len(value) <= 256
+    kept = rules.parse_quarantine_tag(value)
+    assert kept == ami_ids[-len(kept) :] and len(kept) == 11
+    assert forgotten == ami_ids[: 15 - 11]
+
+
+def test_quarantine_tag_round_trip_and_duplicates():
+    value, forgotten = rules.quarantine_tag_value(["ami-1", "ami-2", "ami-1"])
+    assert rules.parse_quarantine_tag(value) == ["ami-1", "ami-2"] and forgotten == []
+    assert rules.parse_quarantine_tag(None) == [] and rules.parse_quarantine_tag("") == []
+
+
+# --- rule 8 -----------------------------------------------------------------------------------
+
+
+def test_current_means_same_image():
+    assert rules.is_current("ami-1", "ami-1") and not rules.is_current("ami-1", "ami-2")
