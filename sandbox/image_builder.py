@@ -305,9 +305,7 @@ class ImageBuilderEmulator:
                     "InvalidRequestException",
                     f"filter {image_filter['name']!r} is not supported; use name or version",
                 )
-            images = [
-                i for i in images if getattr(pipeline, attribute) in image_filter["values"]
-            ]
+            images = [i for i in images if getattr(pipeline, attribute) in image_filter["values"]]
         start = _decode_page_token(params.get("nextToken"), pipeline.arn)
         end = start + params.get("maxResults", DEFAULT_PAGE_SIZE)
         response = {"imageSummaryList": [_image_summary(i) for i in images[start:end]]}
@@ -495,8 +493,9 @@ def _sns_message(image: EmulatedImage) -> dict[str, Any]:
         "dateCreated": created,
         "outputResources": {"amis": [dict(ami) for ami in image.amis]},
     }
-    if image.status == "AVAILABLE":
+    if image.status == "AVAILABLE":  # the failed sample has no execution ids and no osVersion
         message |= {
+            "osVersion": "Amazon Linux 2023",
             "buildExecutionId": str(uuid.uuid4()),
             "testExecutionId": str(uuid.uuid4()),
             "distributionJobId": str(uuid.uuid4()),
@@ -504,7 +503,6 @@ def _sns_message(image: EmulatedImage) -> dict[str, Any]:
         }
     return message | {
         "accountId": pipeline.account_id,
-        "osVersion": "Amazon Linux 2023",
         "enhancedImageMetadataEnabled": True,
         "buildType": "USER_INITIATED",
         "tags": dict(image.tags) | {"resourceArn": image.arn},
@@ -526,4 +524,3 @@ def sns_envelope(message: Mapping[str, Any], topic_arn: str, message_id: str) ->
             f"https://sns.amazonaws.com/?Action=Unsubscribe&SubscriptionArn={topic_arn}:sub"
         ),
     }
-

@@ -247,4 +247,3 @@ def amis_to_tag(
         if image.arn in notified_arns and image.status == "AVAILABLE" and image.payload_digest
         for region, ami_id in image.amis
     ]
-
