@@ -19,10 +19,13 @@ from pulumi import automation as auto
 
 from deploy.driver import ChangeSummary, OutputSink, StackOperationError, StackOutput
 
-# The CLI's closing line for any failed operation; it says nothing the lines above do not.
+# Lines that only announce a failure the lines around them describe.
 _GENERIC_FAILURE = re.compile(
     r"(update|preview|destroy|refresh) failed|an unhandled error occurred"
+    r"|Program failed with an unhandled exception:"
 )
+# `str(CommandError)` labels the first line of each captured stream.
+_STREAM_LABEL = re.compile(r"^(code|stdout|stderr):\s*")
 _PYTHON_EXCEPTION = re.compile(r"[\w.]*(Error|Exception): .+")
 _MAX_ERROR_LINES = 5
 
@@ -38,7 +41,8 @@ def engine_message(command_output: str) -> str:
     uncaught exception as its Python traceback; everything else (progress, resource tables,
     the traceback frames) is noise in a CI summary.
     """
-    lines = [line.strip() for line in command_output.splitlines() if line.strip()]
+    lines = [_STREAM_LABEL.sub("", line.strip()) for line in command_output.splitlines()]
+    lines = [line for line in lines if line]
     errors = [line.removeprefix("error:").strip() for line in lines if line.startswith("error:")]
     specific = [line for line in errors if line and not _GENERIC_FAILURE.fullmatch(line)]
     specific += [line for line in lines if _PYTHON_EXCEPTION.fullmatch(line)]

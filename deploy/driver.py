@@ -159,8 +159,8 @@ class Driver:
                 return self._failed(
                     workload,
                     operation,
-                    f"infra stack {self._plan.infra.name} has no output {', '.join(missing)} "
-                    f"and {workload.file_name} does not set it (deploy the infra stack first)",
+                    f"{workload.file_name} does not set {', '.join(missing)} and infra stack "
+                    f"{self._plan.infra.name} has no such output (deploy the infra stack first)",
                 )
             config = workload.propagated_config(infra_outputs)
             for key, value in config.items():

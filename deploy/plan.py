@@ -27,9 +27,13 @@ HOME_REGION_KEY = "aws:region"
 ALLOWED_ACCOUNTS_KEY = "aws:allowedAccountIds"
 ASSUME_ROLES_KEY = "aws:assumeRoles"
 
-# Infra stack outputs each workload stack needs, by the workload config key they feed
-# (both are the same name; the config key lives in the project's namespace).
-PROPAGATED_OUTPUTS = ("fanoutRoleArn", "infraAccountId", "imagePrefix")
+# Workload config keys (in the project namespace) set from the infra stack's outputs, by the
+# output that carries each value: the infra stack is their single source of truth.
+PROPAGATED_OUTPUTS = {
+    "fanoutRoleArn": "fanoutRoleArn",
+    "infraAccountId": "infraAccountId",
+    "imagePrefix": "amiNamePrefix",
+}
 
 SECRET_MASK = "[secret]"
 _ACCOUNT_ID = re.compile(r"\d{12}")
@@ -83,8 +87,8 @@ class StackPlan:
         if self.role is Role.INFRA:
             return {}
         values: dict[str, str] = {}
-        for output in PROPAGATED_OUTPUTS:
-            key = self.key(output)
+        for name, output in PROPAGATED_OUTPUTS.items():
+            key = self.key(name)
             if infra_outputs is not None and output in infra_outputs:
                 values[key] = str(infra_outputs[output])
             elif key in self.config:
@@ -94,13 +98,13 @@ class StackPlan:
         return values
 
     def missing_propagated(self, infra_outputs: Mapping[str, Any]) -> list[str]:
-        """Infra outputs this workload needs that neither the infra stack nor its file provides."""
+        """What this workload needs that neither the infra outputs nor its stack file provide."""
         if self.role is Role.INFRA:
             return []
         return [
-            output
-            for output in PROPAGATED_OUTPUTS
-            if output not in infra_outputs and self.key(output) not in self.config
+            f"{self.key(name)} (infra output {output})"
+            for name, output in PROPAGATED_OUTPUTS.items()
+            if output not in infra_outputs and self.key(name) not in self.config
         ]
 
     def effective_config(self) -> dict[str, Any]:
@@ -334,6 +338,7 @@ def config_problems(plan: DeploymentPlan) -> list[str]:
             *(f"{infra.file_name}: {problem}" for problem in error.problems),
             "(workload stacks are checked once the infra stack's config is valid)",
         ]
+    # What the infra program exports for each propagated key, predicted from its config.
     exported = {
         "fanoutRoleArn": infra_config.fanout_role_arn,
         "infraAccountId": infra_config.infra_account_id,
@@ -341,14 +346,14 @@ def config_problems(plan: DeploymentPlan) -> list[str]:
     }
     problems: list[str] = []
     for workload in plan.stacks[1:]:
-        for output, value in exported.items():
-            key = workload.key(output)
+        for name, value in exported.items():
+            key = workload.key(name)
             if key in workload.config and str(workload.config[key]) != value:
                 problems.append(
                     f"{workload.file_name}: {key} = {workload.config[key]!r}, but the infra stack "
                     f"exports {value!r}; remove the key (the driver sets it from the infra output)"
                 )
-        stand_ins = {workload.key(output): value for output, value in exported.items()}
+        stand_ins = {workload.key(name): value for name, value in exported.items()}
         try:
             parse_config({**stand_ins, **_as_pulumi_strings(workload.config)})
         except ConfigError as error:
