@@ -67,16 +67,14 @@ def _list_prefix_statement(actions: list[str], bucket_arn: str, prefix: str) -> 
     }
 
 
-def build_instance_payload_policy(
-    bucket_arn: str, payload_prefix: str, ami_kms_key_arns: Sequence[str] = ()
-) -> Policy:
+def build_instance_payload_policy(bucket_arn: str, payload_prefix: str) -> Policy:
     """What the build instance needs beyond the AWS managed Image Builder / SSM policies.
 
-    It lists the payload prefix and reads any version of the objects under it (the component
-    downloads the exact versions it records). With AMI encryption it also needs the key for
-    the snapshots it writes.
+    It lists the payload prefix and reads any version of the objects under it: the component
+    downloads the exact versions it records. (AMI encryption happens during distribution, as
+    Image Builder's service-linked role, so the instance needs no key.)
     """
-    statements = [
+    return _document(
         _list_prefix_statement(["s3:ListBucket"], bucket_arn, payload_prefix),
         {
             "Sid": "ReadPayloads",
@@ -84,24 +82,7 @@ def build_instance_payload_policy(
             "Action": ["s3:GetObject", "s3:GetObjectVersion"],
             "Resource": f"{bucket_arn}/{payload_prefix}*",
         },
-    ]
-    if ami_kms_key_arns:
-        statements.append(
-            {
-                "Sid": "EncryptImageVolumes",
-                "Effect": "Allow",
-                "Action": [
-                    "kms:Decrypt",
-                    "kms:Encrypt",
-                    "kms:GenerateDataKeyWithoutPlaintext",
-                    "kms:ReEncrypt*",
-                    "kms:CreateGrant",
-                    "kms:DescribeKey",
-                ],
-                "Resource": list(ami_kms_key_arns),
-            }
-        )
-    return _document(*statements)
+    )
 
 
 def build_trigger_policy(
@@ -119,7 +100,8 @@ def build_trigger_policy(
 
     `image_arn_pattern` covers the images the pipeline's recipe produces
     (`arn:aws:imagebuilder:<region>:<account>:image/<recipe name>/*`): starting a build
-    tags the new image with the payload digest (tag-on-create needs imagebuilder:TagResource).
+    tags the new image with the payload digest (tag-on-create needs imagebuilder:TagResource),
+    and only those images' AMIs may get the digest tag.
     """
     return _document(
         _list_prefix_statement(["s3:ListBucketVersions"], bucket_arn, payload_prefix),
@@ -144,7 +126,11 @@ def build_trigger_policy(
             "Effect": "Allow",
             "Action": "ec2:CreateTags",
             "Resource": [f"arn:{partition}:ec2:{region}::image/*" for region in regions],
-            "Condition": {"ForAllValues:StringEquals": {"aws:TagKeys": [PAYLOAD_DIGEST_TAG]}},
+            # Image Builder tags each AMI it distributes with the ARN of its image.
+            "Condition": {
+                "ForAllValues:StringEquals": {"aws:TagKeys": [PAYLOAD_DIGEST_TAG]},
+                "StringLike": {"aws:ResourceTag/Ec2ImageBuilderArn": image_arn_pattern},
+            },
         },
         {
             "Sid": "ConsumeTriggerQueue",

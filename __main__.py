@@ -1,0 +1,59 @@
+"""Golden AMI: one program, two roles. `golden-ami:role` picks what this stack deploys.
+
+infra     payload bucket, image pipeline with its build trigger (this account builds and shares)
+workload  refresh Lambda, invoke role and rollback alarms (this account follows the AMI)
+"""
+
+import pulumi
+
+from components.config import ConfigError, InfraConfig, WorkloadConfig, load_config
+from components.image_pipeline import GoldenImagePipeline, GoldenImagePipelineArgs
+from components.payload_bucket import PayloadBucket, PayloadBucketArgs
+
+
+def deploy_infra(cfg: InfraConfig) -> None:
+    tags = {"golden-ami:environment": cfg.environment_name}
+    bucket = PayloadBucket(
+        f"{cfg.environment_name}-payloads",
+        PayloadBucketArgs(
+            bucket_name=cfg.bucket_name,
+            noncurrent_version_expiration_days=cfg.noncurrent_version_expiration_days,
+            tags=tags,
+        ),
+    )
+    pipeline = GoldenImagePipeline(
+        cfg.environment_name,
+        GoldenImagePipelineArgs.from_config(
+            cfg, bucket_name=bucket.bucket_name, bucket_arn=bucket.bucket_arn
+        ),
+    )
+    pulumi.export("bucketName", bucket.bucket_name)
+    pulumi.export("payloadPrefix", cfg.payload_prefix)
+    pulumi.export("pipelineArn", pipeline.pipeline_arn)
+    pulumi.export("imageTopicArn", pipeline.image_topic_arn)
+    pulumi.export("amiNamePrefix", cfg.image_prefix)
+    pulumi.export("regions", list(cfg.regions))
+
+
+def deploy_workload(cfg: WorkloadConfig) -> None:
+    pulumi.export("regions", list(cfg.regions))
+    pulumi.export("infraAccountId", cfg.infra_account_id)
+    pulumi.export("amiNamePrefix", cfg.image_prefix)
+    pulumi.export(
+        "autoScalingGroups", [f"{t.region}/{t.auto_scaling_group_name}" for t in cfg.targets]
+    )
+
+
+def main() -> None:
+    try:
+        cfg = load_config()
+    except ConfigError as error:
+        # RunError ends the program with the message alone: no stack trace, no resources.
+        raise pulumi.RunError(str(error)) from None
+    if isinstance(cfg, InfraConfig):
+        deploy_infra(cfg)
+    else:
+        deploy_workload(cfg)
+
+
+main()

@@ -1,0 +1,772 @@
+"""Typed stack configuration: every `golden-ami:*` key, validated once when the program starts.
+
+`load_config()` reads the stack's config and returns an `InfraConfig` or a `WorkloadConfig`
+(chosen by `golden-ami:role`). Anything wrong raises one `ConfigError` listing every problem as
+`golden-ami:<key> = <value>: <what is allowed>`, before a single resource is declared, so a bad
+value fails `pulumi preview` instead of half-creating a stack.
+
+Pulumi hands every config value to the program as a string (arrays and objects as JSON), and
+passes the `Pulumi.yaml` defaults for keys a stack does not set. Keys a role requires therefore
+default to "" / [] in `Pulumi.yaml` and have no default here. `CONFIG_KEYS` describes every key
+(type, default, role) so tests can hold `Pulumi.yaml` to exactly what this module accepts.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, get_args, get_origin
+
+import pulumi
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+from pydantic.fields import FieldInfo
+
+NAMESPACE = "golden-ami"
+HOME_REGION_KEY = "aws:region"
+DEFAULT_PARENT_IMAGE = "ssm:/aws/service/ecs/optimized-ami/amazon-linux-2023/recommended/image_id"
+
+# Time from an ECS event to the rollback alarm seeing it, on top of the alarm's own
+# period x evaluation periods: EventBridge -> CloudWatch Logs delivery (seconds), the metric
+# filter publishing its one-minute datapoint, and CloudWatch evaluating the alarm about a
+# minute later. The refresh's BakeTime must outlast all of it, or a bad AMI finishes "Successful".
+ALARM_DETECTION_MARGIN_SECONDS = 180
+
+# Values CloudWatch Logs accepts for a log group's retention.
+LOG_RETENTION_DAYS = (
+    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731,
+    1096, 1827, 2192, 2557, 2922, 3288, 3653,
+)  # fmt: skip
+
+
+class ConfigError(Exception):
+    """The stack configuration is invalid; the message lists every problem, one per line."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        if len(problems) == 1:
+            message = f"invalid stack configuration: {problems[0]}"
+        else:
+            message = "invalid stack configuration:\n" + "\n".join(f"  - {p}" for p in problems)
+        super().__init__(message)
+
+
+def config_key(alias: str) -> str:
+    """The full key for a field alias: `infraAccountId` -> `golden-ami:infraAccountId`."""
+    return alias if ":" in alias else f"{NAMESPACE}:{alias}"
+
+
+# --- value types -------------------------------------------------------------------------------
+
+_PARTITION = r"aws(?:-cn|-us-gov)?"
+_REGION = r"[a-z]{2}(?:-gov)?-[a-z]+-\d{1,2}"
+_ACCOUNT = r"\d{12}"
+_ORG_ID = r"o-[a-z0-9]{10,32}"
+_OU_ID = r"ou-[a-z0-9]{4,32}-[a-z0-9]{8,32}"
+_IAM_NAME = r"[\w+=,.@-]{1,64}"
+_EC2_ID = r"[0-9a-f]{8}(?:[0-9a-f]{9})?"  # old 8-hex and current 17-hex resource ids
+_SCHEDULE = r"cron\((?:\S+ ){5}\S+\)|rate\([1-9]\d* (?:minute|hour|day)s?\)"
+
+
+def _matching(regex: str, allowed: str, *, optional: bool = False) -> AfterValidator:
+    """A validator accepting strings that fully match `regex` ("" too when `optional`)."""
+    compiled = re.compile(regex)
+
+    def check(value: str) -> str:
+        if (optional and value == "") or compiled.fullmatch(value):
+            return value
+        raise ValueError(f"expected {allowed}{' or empty' if optional else ''}")
+
+    return AfterValidator(check)
+
+
+Region = Annotated[str, _matching(_REGION, "an AWS region name such as eu-west-1")]
+AccountId = Annotated[
+    str, _matching(_ACCOUNT, "a 12-digit AWS account id (quote it so YAML keeps leading zeros)")
+]
+OptionalAccountId = Annotated[
+    str, _matching(_ACCOUNT, "a 12-digit AWS account id (quoted)", optional=True)
+]
+OrganizationId = Annotated[str, _matching(_ORG_ID, "an Organization id such as o-a1b2c3d4e5")]
+OrganizationalUnitArn = Annotated[
+    str,
+    _matching(
+        rf"arn:{_PARTITION}:organizations::{_ACCOUNT}:ou/{_ORG_ID}/{_OU_ID}",
+        "an OU ARN arn:aws:organizations::<management account>:ou/o-…/ou-…",
+    ),
+]
+OrganizationalUnitOrRootId = Annotated[
+    str, _matching(rf"{_OU_ID}|r-[0-9a-z]{{4,32}}", "an OU id (ou-…) or the root id (r-…)")
+]
+IamName = Annotated[str, _matching(_IAM_NAME, "an IAM name: 1-64 of A-Z a-z 0-9 +=,.@_-")]
+RoleArn = Annotated[
+    str,
+    _matching(
+        rf"arn:{_PARTITION}:iam::{_ACCOUNT}:role/(?:[\w+=,.@-]+/)*{_IAM_NAME}",
+        "an IAM role ARN arn:aws:iam::<account>:role/<name>",
+    ),
+]
+OptionalRoleArn = Annotated[
+    str,
+    _matching(
+        rf"arn:{_PARTITION}:iam::{_ACCOUNT}:role/(?:[\w+=,.@-]+/)*{_IAM_NAME}",
+        "an IAM role ARN arn:aws:iam::<account>:role/<name>",
+        optional=True,
+    ),
+]
+OptionalSnsTopicArn = Annotated[
+    str,
+    _matching(
+        rf"arn:{_PARTITION}:sns:{_REGION}:{_ACCOUNT}:[\w-]{{1,256}}",
+        "an SNS topic ARN arn:aws:sns:<region>:<account>:<name>",
+        optional=True,
+    ),
+]
+OptionalKmsKeyArn = Annotated[
+    str,
+    _matching(
+        rf"arn:{_PARTITION}:kms:{_REGION}:{_ACCOUNT}:key/"
+        r"(?:mrk-[0-9a-f]{32}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})",
+        "a KMS key ARN arn:aws:kms:<region>:<account>:key/<key id> (not an alias)",
+        optional=True,
+    ),
+]
+LambdaName = Annotated[
+    str, _matching(r"[A-Za-z0-9_-]{1,64}", "a Lambda function name: 1-64 of A-Z a-z 0-9 _-")
+]
+EnvironmentName = Annotated[
+    str,
+    _matching(
+        r"[a-z][a-z0-9-]{0,23}",
+        "1-24 lowercase letters, digits or hyphens starting with a letter "
+        "(it prefixes bucket, role and function names)",
+    ),
+]
+ImagePrefix = Annotated[
+    str,
+    _matching(
+        r"[A-Za-z0-9][A-Za-z0-9._-]{2,99}",
+        "3-100 of A-Z a-z 0-9 . _ - starting with a letter or digit (the AMI name prefix)",
+    ),
+]
+OptionalBucketName = Annotated[
+    str,
+    _matching(
+        r"(?!.*\.\.)(?!\d+\.\d+\.\d+\.\d+$)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]",
+        "an S3 bucket name: 3-63 lowercase letters, digits, dots or hyphens",
+        optional=True,
+    ),
+]
+PayloadPrefix = Annotated[
+    str,
+    _matching(
+        r"(?:[A-Za-z0-9!_.'()-]+/)+",
+        "an S3 key prefix ending in '/', without a leading '/' or wildcard, e.g. payloads/",
+    ),
+]
+ParentImage = Annotated[
+    str,
+    _matching(
+        rf"ssm:/[A-Za-z0-9_./-]+|ami-{_EC2_ID}",
+        "an AMI id (ami-…) or an SSM parameter path prefixed with ssm:",
+    ),
+]
+InstanceType = Annotated[
+    str,
+    _matching(
+        r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*\.[a-z0-9]+",
+        "an EC2 instance type such as m7i.large",
+    ),
+]
+OptionalSubnetId = Annotated[
+    str, _matching(rf"subnet-{_EC2_ID}", "a subnet id (subnet-…)", optional=True)
+]
+SecurityGroupId = Annotated[str, _matching(rf"sg-{_EC2_ID}", "a security group id (sg-…)")]
+LaunchTemplateId = Annotated[
+    str, _matching(rf"lt-{_EC2_ID}", "a launch template id (lt- and 17 hex digits)")
+]
+ClusterName = Annotated[
+    str, _matching(r"[A-Za-z0-9_-]{1,255}", "an ECS cluster name: 1-255 of A-Z a-z 0-9 _-")
+]
+AutoScalingGroupName = Annotated[
+    str,
+    _matching(
+        r"[A-Za-z0-9][A-Za-z0-9 _.@+=/-]{0,254}",
+        "an Auto Scaling group name (1-255 characters, no ':')",
+    ),
+]
+OptionalSchedule = Annotated[
+    str,
+    _matching(
+        _SCHEDULE,
+        "a schedule cron(<min> <hour> <day> <month> <weekday> <year>) or rate(<n> <unit>)",
+        optional=True,
+    ),
+]
+LogRetentionDays = Literal[LOG_RETENTION_DAYS]  # type: ignore[valid-type]
+Percentage = Annotated[int, Field(ge=1, le=100)]
+
+
+class _StrictModel(BaseModel):
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        alias_generator=to_camel,
+        populate_by_name=True,
+        validate_default=True,
+    )
+
+
+# --- models -----------------------------------------------------------------------------------
+
+
+class Target(_StrictModel):
+    """One Auto Scaling group of ECS container instances that follows the golden AMI."""
+
+    auto_scaling_group_name: AutoScalingGroupName
+    launch_template_id: LaunchTemplateId
+    cluster_name: ClusterName
+    region: Region  # WorkloadConfig fills in the home region when a target omits it
+
+
+class RefreshPreferences(_StrictModel):
+    """The instance refresh preferences a stack configures, with their API member names."""
+
+    min_healthy_percentage: int
+    max_healthy_percentage: int
+    instance_warmup: int
+    checkpoint_percentages: tuple[int, ...]
+    checkpoint_delay: int
+    bake_time: int
+    standby_instances: str
+
+    def to_api(self) -> dict[str, Any]:
+        """`REFRESH_PREFERENCES_JSON`: StartInstanceRefresh member names, no empty checkpoints."""
+        preferences: dict[str, Any] = {
+            "MinHealthyPercentage": self.min_healthy_percentage,
+            "MaxHealthyPercentage": self.max_healthy_percentage,
+            "InstanceWarmup": self.instance_warmup,
+            "CheckpointPercentages": list(self.checkpoint_percentages),
+            "CheckpointDelay": self.checkpoint_delay,
+            "BakeTime": self.bake_time,
+            "StandbyInstances": self.standby_instances,
+        }
+        if not self.checkpoint_percentages:
+            del preferences["CheckpointPercentages"]
+        return preferences
+
+
+class CommonConfig(_StrictModel):
+    """Keys every stack has."""
+
+    role: Literal["infra", "workload"]
+    home_region: Region = Field(alias=HOME_REGION_KEY)
+    environment_name: EnvironmentName = "golden-ami"
+    # Always starts with the home region, without duplicates (see the validator).
+    regions: tuple[Region, ...] = ()
+    image_prefix: ImagePrefix = "golden-ecs-al2023"
+    infra_account_id: AccountId
+    organization_id: OrganizationId
+    invoke_role_name: IamName = "InvokeInstanceRefreshHandlerRole"
+    refresh_function_name: LambdaName = "LambdaForUpdateLaunchTemplate-And-InstanceRefresh"
+    log_retention_days: LogRetentionDays = 30
+    alarm_topic_arn: OptionalSnsTopicArn = ""
+    ami_kms_key_arn: OptionalKmsKeyArn = ""
+
+    @field_validator("regions")
+    @classmethod
+    def _home_region_first(cls, regions: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        home = info.data.get("home_region")
+        ordered = ((home,) if home else ()) + regions
+        return tuple(dict.fromkeys(ordered))
+
+    def ami_kms_key_arn_in(self, region: str) -> str:
+        """The AMI key ARN in `region` ("" for none); multi-Region replicas share the key id."""
+        if not self.ami_kms_key_arn:
+            return ""
+        arn_parts = self.ami_kms_key_arn.split(":")
+        arn_parts[3] = region
+        return ":".join(arn_parts)
+
+    def _common_problems(self) -> list[str]:
+        if not self.ami_kms_key_arn:
+            return []
+        key_region = self.ami_kms_key_arn.split(":")[3]
+        if key_region != self.home_region:
+            return [
+                _problem(
+                    "amiKmsKeyArn",
+                    self.ami_kms_key_arn,
+                    f"the key must be in the home region {self.home_region} (aws:region)",
+                )
+            ]
+        if len(self.regions) > 1 and ":key/mrk-" not in self.ami_kms_key_arn:
+            return [
+                _problem(
+                    "amiKmsKeyArn",
+                    self.ami_kms_key_arn,
+                    f"AMIs are copied to {', '.join(self.regions)}: use a multi-Region key "
+                    "(key/mrk-…) replicated to each of them",
+                )
+            ]
+        return []
+
+
+class InfraConfig(CommonConfig):
+    """The infra account: payload bucket, image pipeline, build trigger and fan-out."""
+
+    role: Literal["infra"]
+    bucket_name: OptionalBucketName = ""
+    payload_prefix: PayloadPrefix = "payloads/"
+    noncurrent_version_expiration_days: Annotated[int, Field(ge=0, le=36500)] = 0
+    parent_image: ParentImage = DEFAULT_PARENT_IMAGE
+    build_instance_types: Annotated[tuple[InstanceType, ...], Field(min_length=1)] = ("m7i.large",)
+    subnet_id: OptionalSubnetId = ""
+    security_group_ids: tuple[SecurityGroupId, ...] = ()
+    management_account_id: OptionalAccountId = ""
+    share_with_ou_arns: tuple[OrganizationalUnitArn, ...] = ()
+    share_with_account_ids: tuple[AccountId, ...] = ()
+    build_trigger: Literal["eventbridge", "cloudtrail"] = "eventbridge"
+    # Lambda's SQS batching window is at most 300 s; a zero window would not coalesce a burst.
+    build_settle_seconds: Annotated[int, Field(ge=1, le=300)] = 90
+    build_schedule: OptionalSchedule = ""
+    # Image Builder lifecycle limits: retainAtLeast 1-10, age 1-1000 days.
+    keep_newest_images: Annotated[int, Field(ge=1, le=10)] = 5
+    image_retention_days: Annotated[int, Field(ge=1, le=1000)] = 180
+    fanout_function_name: LambdaName = (
+        "Lambda-Invoke-Another-LambdaInMultiAccout-For-InstanceRefresh"
+    )
+    fanout_role_name: IamName = "GoldenAmiFanoutRole"
+    account_source: Literal["organizations", "static"] = "organizations"
+    static_account_ids: tuple[AccountId, ...] = ()
+    organizational_unit_ids: tuple[OrganizationalUnitOrRootId, ...] = ()
+    list_accounts_role_arn: OptionalRoleArn = ""
+    include_infra_account: bool = False
+    expected_account_ids: tuple[AccountId, ...] = ()
+    fanout_max_concurrency: Annotated[int, Field(ge=1, le=64)] = 16
+    fanout_timeout_seconds: Annotated[int, Field(ge=1, le=900)] = 300
+
+    @property
+    def organization_arn(self) -> str:
+        return (
+            f"arn:aws:organizations::{self.management_account_id}"
+            f":organization/{self.organization_id}"
+        )
+
+    @property
+    def shares_with_organization(self) -> bool:
+        """No OU or account list configured: the AMIs are shared with the whole Organization."""
+        return not (self.share_with_ou_arns or self.share_with_account_ids)
+
+    @property
+    def fanout_role_arn(self) -> str:
+        return f"arn:aws:iam::{self.infra_account_id}:role/{self.fanout_role_name}"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> InfraConfig:
+        problems = self._common_problems()
+        if self.security_group_ids and not self.subnet_id:
+            problems.append(
+                _problem(
+                    "securityGroupIds",
+                    list(self.security_group_ids),
+                    "security groups need golden-ami:subnetId (the subnet of their VPC)",
+                )
+            )
+        if self.shares_with_organization and not self.management_account_id:
+            problems.append(
+                _problem(
+                    "managementAccountId",
+                    "",
+                    "required to share AMIs with the Organization (its ARN names the management "
+                    "account); or set shareWithOuArns / shareWithAccountIds",
+                )
+            )
+        for arn in self.share_with_ou_arns:
+            if f":ou/{self.organization_id}/" not in arn:
+                problems.append(
+                    _problem(
+                        "shareWithOuArns",
+                        arn,
+                        f"OUs must belong to organizationId {self.organization_id}",
+                    )
+                )
+        if self.account_source == "static" and not self.static_account_ids:
+            problems.append(
+                _problem("staticAccountIds", [], "accountSource static needs at least one account")
+            )
+        if self.account_source == "static" and self.organizational_unit_ids:
+            problems.append(
+                _problem(
+                    "organizationalUnitIds",
+                    list(self.organizational_unit_ids),
+                    "an OU filter applies to accountSource organizations only",
+                )
+            )
+        if self.account_source == "organizations" and self.static_account_ids:
+            problems.append(
+                _problem(
+                    "staticAccountIds",
+                    list(self.static_account_ids),
+                    "only read when accountSource is static",
+                )
+            )
+        return _raise_if(problems, self)
+
+
+def _at_least_one_target(targets: tuple[Target, ...]) -> tuple[Target, ...]:
+    if not targets:
+        raise ValueError(
+            "expected a list of at least one {autoScalingGroupName, launchTemplateId, "
+            "clusterName, region (optional, default aws:region)}"
+        )
+    return targets
+
+
+class WorkloadConfig(CommonConfig):
+    """A workload account: the refresh Lambda, its invoke role and the rollback alarms."""
+
+    role: Literal["workload"]
+    fanout_role_arn: RoleArn
+    ecs_instance_role_arn: RoleArn
+    targets: Annotated[tuple[Target, ...], AfterValidator(_at_least_one_target)]
+    refresh_min_healthy_percentage: Annotated[int, Field(ge=0, le=100)] = 90
+    refresh_max_healthy_percentage: Annotated[int, Field(ge=100, le=200)] = 110
+    refresh_instance_warmup_seconds: Annotated[int, Field(ge=0, le=172800)] = 300
+    refresh_checkpoint_percentages: tuple[Percentage, ...] = ()
+    refresh_checkpoint_delay_seconds: Annotated[int, Field(ge=0, le=172800)] = 600
+    refresh_bake_time_seconds: Annotated[int, Field(ge=0, le=172800)] = 900
+    refresh_standby_instances: Literal["Ignore", "Terminate", "Wait"] = "Ignore"
+    rollback_alarm_threshold: Annotated[int, Field(ge=1)] = 3
+    # The alarm watches a metric-filter metric (one-minute resolution): whole minutes only.
+    rollback_alarm_period_seconds: Annotated[int, Field(ge=60, le=86400, multiple_of=60)] = 300
+    rollback_alarm_evaluation_periods: Annotated[int, Field(ge=1, le=1440)] = 1
+    instance_count_alarm: bool = False
+    converge_schedule: OptionalSchedule = ""
+
+    @field_validator("targets", mode="before")
+    @classmethod
+    def _default_target_region(cls, targets: Any, info: ValidationInfo) -> Any:
+        home = info.data.get("home_region")
+        if not isinstance(targets, list | tuple) or home is None:
+            return targets
+        return [
+            {"region": home, **t} if isinstance(t, dict) and "region" not in t else t
+            for t in targets
+        ]
+
+    @property
+    def refresh_preferences(self) -> RefreshPreferences:
+        return RefreshPreferences(
+            min_healthy_percentage=self.refresh_min_healthy_percentage,
+            max_healthy_percentage=self.refresh_max_healthy_percentage,
+            instance_warmup=self.refresh_instance_warmup_seconds,
+            checkpoint_percentages=self.refresh_checkpoint_percentages,
+            checkpoint_delay=self.refresh_checkpoint_delay_seconds,
+            bake_time=self.refresh_bake_time_seconds,
+            standby_instances=self.refresh_standby_instances,
+        )
+
+    def targets_in(self, region: str) -> tuple[Target, ...]:
+        return tuple(t for t in self.targets if t.region == region)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> WorkloadConfig:
+        problems = self._common_problems()
+        fanout_account = self.fanout_role_arn.split(":")[4]
+        if fanout_account != self.infra_account_id:
+            problems.append(
+                _problem(
+                    "fanoutRoleArn",
+                    self.fanout_role_arn,
+                    f"the fan-out role lives in infraAccountId {self.infra_account_id}",
+                )
+            )
+        low, high = self.refresh_min_healthy_percentage, self.refresh_max_healthy_percentage
+        if high - low > 100:
+            problems.append(
+                _problem(
+                    "refreshMaxHealthyPercentage",
+                    high,
+                    f"at most 100 above refreshMinHealthyPercentage ({low}), an Auto Scaling limit",
+                )
+            )
+        if low == 100 and high == 100:
+            problems.append(
+                _problem(
+                    "refreshMaxHealthyPercentage",
+                    high,
+                    "above 100 when refreshMinHealthyPercentage is 100, or no instance can be "
+                    "replaced",
+                )
+            )
+        checkpoints = list(self.refresh_checkpoint_percentages)
+        if checkpoints and (checkpoints != sorted(set(checkpoints)) or checkpoints[-1] != 100):
+            problems.append(
+                _problem(
+                    "refreshCheckpointPercentages",
+                    checkpoints,
+                    "strictly ascending percentages ending at 100 (e.g. [20, 50, 100]), "
+                    "or [] for no checkpoints",
+                )
+            )
+        detection = (
+            self.rollback_alarm_period_seconds * self.rollback_alarm_evaluation_periods
+            + ALARM_DETECTION_MARGIN_SECONDS
+        )
+        if self.refresh_bake_time_seconds < detection:
+            problems.append(
+                _problem(
+                    "refreshBakeTimeSeconds",
+                    self.refresh_bake_time_seconds,
+                    f"at least {detection} (rollbackAlarmPeriodSeconds "
+                    f"{self.rollback_alarm_period_seconds} x rollbackAlarmEvaluationPeriods "
+                    f"{self.rollback_alarm_evaluation_periods} + {ALARM_DETECTION_MARGIN_SECONDS}"
+                    " s event-to-alarm margin): the alarm can only roll back a refresh in progress",
+                )
+            )
+        seen: set[tuple[str, str]] = set()
+        for index, target in enumerate(self.targets):
+            if target.region not in self.regions:
+                problems.append(
+                    _problem(
+                        f"targets[{index}].region",
+                        target.region,
+                        f"one of the stack's regions {list(self.regions)}",
+                    )
+                )
+            group = (target.auto_scaling_group_name, target.region)
+            if group in seen:
+                problems.append(
+                    _problem(
+                        f"targets[{index}].autoScalingGroupName",
+                        target.auto_scaling_group_name,
+                        f"each group once per region; it is already listed for {target.region}",
+                    )
+                )
+            seen.add(group)
+        return _raise_if(problems, self)
+
+
+StackConfig = InfraConfig | WorkloadConfig
+MODELS: dict[str, type[InfraConfig] | type[WorkloadConfig]] = {
+    "infra": InfraConfig,
+    "workload": WorkloadConfig,
+}
+
+
+class _CrossFieldError(ValueError):
+    """Raised from model validators; its lines are already fully formatted problems."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+def _problem(key: str, value: Any, allowed: str) -> str:
+    return f"{config_key(key)} = {_show(value)}: {allowed}"
+
+
+def _show(value: Any) -> str:
+    return json.dumps(value) if isinstance(value, list | dict | tuple) else repr(value)
+
+
+def _raise_if(problems: list[str], model: Any) -> Any:
+    if problems:
+        raise _CrossFieldError(problems)
+    return model
+
+
+# --- the key catalogue (what Pulumi.yaml must declare) ------------------------------------------
+
+REQUIRED = object()  # marks a key whose Pulumi.yaml default is "unset" ("" or [])
+
+
+@dataclass(frozen=True)
+class ConfigKey:
+    """One `golden-ami:*` key as Pulumi.yaml declares it."""
+
+    name: str
+    pulumi_type: str  # string | integer | boolean | array
+    item_type: str | None  # for arrays: string | integer | object
+    default: Any  # REQUIRED, or the value a stack gets when it does not set the key
+    roles: tuple[str, ...]
+
+    @property
+    def unset_value(self) -> Any:
+        """What Pulumi.yaml declares as the default: the model's default, or "" / [] if required."""
+        if self.default is not REQUIRED:
+            return self.default
+        return [] if self.pulumi_type == "array" else ""
+
+
+def _pulumi_type(annotation: Any) -> str:
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _pulumi_type(get_args(annotation)[0])
+    if origin is Literal:
+        return _pulumi_type(type(get_args(annotation)[0]))
+    if origin is tuple:
+        return "array"
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return "object"
+    return {bool: "boolean", int: "integer", str: "string"}[annotation]
+
+
+def _catalogue() -> dict[str, ConfigKey]:
+    keys: dict[str, ConfigKey] = {}
+    for role, model in MODELS.items():
+        for name, field in model.model_fields.items():
+            if name in ("role", "home_region") or field.alias is None:
+                continue
+            entry = keys.get(field.alias)
+            keys[field.alias] = ConfigKey(
+                name=field.alias,
+                pulumi_type=_pulumi_type(field.annotation),
+                item_type=(
+                    _pulumi_type(get_args(field.annotation)[0])
+                    if get_origin(field.annotation) is tuple
+                    else None
+                ),
+                default=_json_default(field),
+                roles=(*entry.roles, role) if entry else (role,),
+            )
+    keys["role"] = ConfigKey("role", "string", None, REQUIRED, tuple(MODELS))
+    return dict(sorted(keys.items()))
+
+
+def _json_default(field: FieldInfo) -> Any:
+    if field.is_required():
+        return REQUIRED
+    return list(field.default) if isinstance(field.default, tuple) else field.default
+
+
+CONFIG_KEYS: dict[str, ConfigKey] = _catalogue()
+
+
+# --- loading ----------------------------------------------------------------------------------
+
+
+def load_config() -> StackConfig:
+    """Validate the running stack's configuration (raises ConfigError)."""
+    # Pulumi passes config to the program through PULUMI_CONFIG or, in tests and
+    # the automation API, the runtime's config map; reading all of it lets us reject typos.
+    values = {
+        **pulumi.runtime.config.get_config_env(),
+        **pulumi.runtime.config.CONFIG.get(),
+    }
+    return parse_config(values)
+
+
+def parse_config(values: Mapping[str, str]) -> StackConfig:
+    """Validate raw stack config: full keys (`golden-ami:role`, `aws:region`) -> strings."""
+    unknown = sorted(
+        key
+        for key in values
+        if key.startswith(f"{NAMESPACE}:") and key.removeprefix(f"{NAMESPACE}:") not in CONFIG_KEYS
+    )
+    if unknown:
+        raise ConfigError(
+            [
+                _problem(key, values[key], "not a key this project knows (see Pulumi.yaml)")
+                for key in unknown
+            ]
+        )
+
+    role = values.get(config_key("role"), "")
+    if role not in MODELS:
+        raise ConfigError([_problem("role", role, "one of 'infra', 'workload'")])
+    model = MODELS[role]
+
+    problems: list[str] = []
+    # An absent required key is validated as unset so its error says what is allowed.
+    fields: dict[str, Any] = {"role": role, HOME_REGION_KEY: values.get(HOME_REGION_KEY, "")}
+    for key in CONFIG_KEYS.values():
+        raw = values.get(config_key(key.name))
+        if key.name == "role" or (raw is None and key.default is not REQUIRED):
+            continue
+        value = key.unset_value if raw is None else _decode(raw, key)
+        if role in key.roles:
+            fields[key.name] = value
+        elif value != key.unset_value:
+            problems.append(
+                _problem(
+                    key.name,
+                    value,
+                    f"applies to {' and '.join(key.roles)} stacks only; "
+                    f"remove it from this {role} stack",
+                )
+            )
+
+    try:
+        config = model.model_validate(fields)
+    except ValidationError as error:
+        problems.extend(_describe(error, role, fields))
+        config = None
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def _decode(raw: str, key: ConfigKey) -> Any:
+    """Pulumi passes numbers, booleans and arrays as JSON text; strings stay as they are.
+
+    Text that is not JSON is passed on unchanged, for the model to reject with its message.
+    """
+    if key.pulumi_type == "string":
+        return raw
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return raw
+
+
+def _describe(error: ValidationError, role: str, fields: Mapping[str, Any]) -> list[str]:
+    problems: list[str] = []
+    for detail in error.errors(include_url=False):
+        context = detail.get("ctx", {})
+        cross_field = context.get("error")
+        if isinstance(cross_field, _CrossFieldError):
+            problems.extend(cross_field.problems)
+            continue
+        location = detail["loc"]
+        key = _location_key(location)
+        if len(location) == 1 and fields.get(location[0]) in ("", []):
+            problems.append(
+                f"{config_key(key)} is not set; required for role {role}: "
+                f"{_without_prefix(detail['msg'])}"
+            )
+        elif detail["type"] == "extra_forbidden":
+            allowed_keys = ", ".join(f.alias or n for n, f in Target.model_fields.items())
+            problems.append(
+                f"{config_key(key)} = {_show(detail['input'])}: unknown key; "
+                f"a target has {allowed_keys}"
+            )
+        else:
+            problems.append(
+                f"{config_key(key)} = {_show(detail['input'])}: {_without_prefix(detail['msg'])}"
+            )
+    return problems
+
+
+def _location_key(location: tuple[int | str, ...]) -> str:
+    key = str(location[0])
+    for part in location[1:]:
+        key += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return key
+
+
+def _without_prefix(message: str) -> str:
+    # Arrays are tuples in the models only to keep them immutable; users write YAML lists.
+    return message.removeprefix("Value error, ").replace("valid tuple", "list")
