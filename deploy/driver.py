@@ -162,15 +162,19 @@ class Driver:
                     f"{workload.file_name} does not set {', '.join(missing)} and infra stack "
                     f"{self._plan.infra.name} has no such output (deploy the infra stack first)",
                 )
-            config = workload.propagated_config(infra_outputs)
-            for key, value in config.items():
-                if key in workload.config and str(workload.config[key]) != value:
+            # Setting config rewrites the stack file: only touch what it lacks or has stale.
+            updates: dict[str, str] = {}
+            for key, value in workload.propagated_config(infra_outputs).items():
+                in_file = workload.config.get(key)
+                if in_file is not None and str(in_file) != value:
                     self._progress(
                         workload.name,
-                        f"{key}: {workload.file_name} has {workload.config[key]!r}, "
+                        f"{key}: {workload.file_name} has {in_file!r}, "
                         f"the infra output is {value!r}; using the infra output",
                     )
-            return self._run_stack(workload, operation, config)
+                if in_file is None or str(in_file) != value:
+                    updates[key] = value
+            return self._run_stack(workload, operation, updates)
 
         return results + self._in_parallel(deploy_workload, workloads)
 

@@ -327,7 +327,7 @@ def config_problems(plan: DeploymentPlan) -> list[str]:
     propagated keys it leaves to the driver; a propagated key it sets by hand must equal that
     value, so a stale copy shows up here rather than being silently overwritten at deploy time.
     """
-    # Imported here so `plan` stays usable while the program's config module is being edited.
+    # Imported on use: it brings pydantic and the Pulumi SDK, which only this check needs.
     from components.config import ConfigError, parse_config
 
     infra = plan.infra
