@@ -5,10 +5,13 @@ workload  refresh Lambda, invoke role and rollback alarms (this account follows 
 """
 
 import pulumi
+import pulumi_aws as aws
 
 from components.config import ConfigError, InfraConfig, WorkloadConfig, load_config
 from components.image_pipeline import GoldenImagePipeline, GoldenImagePipelineArgs
+from components.org_fanout import OrgFanout, OrgFanoutArgs
 from components.payload_bucket import PayloadBucket, PayloadBucketArgs
+from components.refresh_rollback import RefreshWithRollback, RefreshWithRollbackArgs
 
 
 def deploy_infra(cfg: InfraConfig) -> None:
@@ -27,21 +30,39 @@ def deploy_infra(cfg: InfraConfig) -> None:
             cfg, bucket_name=bucket.bucket_name, bucket_arn=bucket.bucket_arn
         ),
     )
+    fanout = OrgFanout(
+        f"{cfg.environment_name}-fanout",
+        OrgFanoutArgs.from_config(cfg, image_topic_arn=pipeline.image_topic_arn),
+    )
     pulumi.export("bucketName", bucket.bucket_name)
     pulumi.export("payloadPrefix", cfg.payload_prefix)
     pulumi.export("pipelineArn", pipeline.pipeline_arn)
     pulumi.export("imageTopicArn", pipeline.image_topic_arn)
     pulumi.export("amiNamePrefix", cfg.image_prefix)
     pulumi.export("regions", list(cfg.regions))
+    # Workload stacks' fanoutRoleArn must name this role (their invoke roles trust it).
+    pulumi.export("fanoutRoleArn", fanout.role_arn)
+    pulumi.export("fanoutRoleName", fanout.role_name)
+    pulumi.export("fanoutFunctionArn", fanout.function_arn)
+    pulumi.export("fanoutLogGroupName", fanout.log_group_name)
 
 
 def deploy_workload(cfg: WorkloadConfig) -> None:
+    refresh = RefreshWithRollback(
+        cfg.environment_name,
+        RefreshWithRollbackArgs.from_config(
+            cfg, account_id=aws.get_caller_identity_output().account_id
+        ),
+    )
     pulumi.export("regions", list(cfg.regions))
     pulumi.export("infraAccountId", cfg.infra_account_id)
     pulumi.export("amiNamePrefix", cfg.image_prefix)
     pulumi.export(
         "autoScalingGroups", [f"{t.region}/{t.auto_scaling_group_name}" for t in cfg.targets]
     )
+    pulumi.export("invokeRoleArn", refresh.invoke_role_arn)
+    pulumi.export("refreshFunctionArns", refresh.function_arns)
+    pulumi.export("rollbackAlarmNames", refresh.alarm_names)
 
 
 def main() -> None:
