@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from deploy.cli import EXIT_OK, EXIT_USAGE, main
+from deploy.cli import EXIT_CHANGES_PENDING, EXIT_FAILED, EXIT_OK, EXIT_USAGE, main
 from deploy.plan import PlanError, load_plan
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -70,7 +72,7 @@ def standard_project(directory: Path) -> Path:
                 DEV_ACCOUNT,
                 **{
                     "golden-ami:imagePrefix": "acme-ecs",
-                    "golden-ami:dbPassword": {"secure": "v1:AAA"},
+                    "golden-ami:alarmTopicArn": {"secure": "v1:AAA"},
                 },
             ),
         },
@@ -131,7 +133,7 @@ def test_plan_json_lists_each_stack_with_the_config_it_will_get(tmp_path):
     assert dev["config"]["golden-ami:fanoutRoleArn"] == "<from infra output fanoutRoleArn>"
     assert dev["config"]["golden-ami:infraAccountId"] == "<from infra output infraAccountId>"
     assert dev["config"]["golden-ami:imagePrefix"] == "acme-ecs"
-    assert dev["config"]["golden-ami:dbPassword"] == "[secret]"
+    assert dev["config"]["golden-ami:alarmTopicArn"] == "[secret]"
     assert "v1:AAA" not in out
     assert list(dev["config"]) == sorted(dev["config"])
 
@@ -139,8 +141,8 @@ def test_plan_json_lists_each_stack_with_the_config_it_will_get(tmp_path):
 def test_plan_stack_filter_keeps_deployment_order_and_rejects_unknown_names(tmp_path):
     project = str(standard_project(tmp_path))
 
-    code, out, _ = run_cli("plan", "--json", "--project-dir", project,
-                           "--stack", "workload-prod", "--stack", "infra")  # fmt: skip
+    selection = ["--stack", "workload-prod", "--stack", "infra"]
+    code, out, _ = run_cli("plan", "--json", "--project-dir", project, *selection)
     assert code == EXIT_OK
     assert [s["stack"] for s in json.loads(out)["stacks"]] == ["infra", "workload-prod"]
 
@@ -410,12 +412,49 @@ def test_workflow_previews_pull_requests_and_deploys_main(workflow):
     )
     assert workflow["concurrency"]["cancel-in-progress"] is False
 
-    for name in ("infra", "workloads"):
-        [run] = [step["run"] for step in workflow["jobs"][name]["steps"] if "run" in step
-                 and "deploy" in step["run"]]  # fmt: skip
-        assert '-m deploy "$DEPLOY_COMMAND" --stack "$STACK" --json' in run
-        # Changes pending (2) pass the PR check; failures (1) and config errors (3) fail it.
-        assert 'if [ "$status" -eq 2 ]; then status=0; fi' in run
+    deploy_steps = [
+        step
+        for name in ("infra", "workloads")
+        for step in workflow["jobs"][name]["steps"]
+        if "-m deploy" in step.get("run", "")
+    ]
+    assert len(deploy_steps) == 2
+    infra_step, workload_step = deploy_steps
+    assert infra_step["shell"] == workload_step["shell"] == "bash"
+    assert infra_step["run"] == workload_step["run"]  # the script below is tested once
+    assert '-m deploy "$DEPLOY_COMMAND" --stack "$STACK" --json' in infra_step["run"]
+
+
+@pytest.mark.parametrize(
+    ("deploy_exit", "step_exit"),
+    [(EXIT_OK, 0), (EXIT_CHANGES_PENDING, 0), (EXIT_FAILED, 1), (EXIT_USAGE, 3)],
+)
+def test_workflow_deploy_step_passes_pending_changes_and_fails_on_errors(
+    workflow, tmp_path, deploy_exit, step_exit
+):
+    [step] = [s for s in workflow["jobs"]["infra"]["steps"] if "-m deploy" in s.get("run", "")]
+    fake_python = tmp_path / ".venv/bin/python"
+    fake_python.parent.mkdir(parents=True)
+    fake_python.write_text(f'#!/bin/sh\necho "python $*"\nexit {deploy_exit}\n')
+    fake_python.chmod(0o755)
+    summary = tmp_path / "step-summary.md"
+
+    # GitHub runs `shell: bash` steps as `bash --noprofile --norc -eo pipefail {0}`.
+    finished = subprocess.run(
+        ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step["run"]],
+        cwd=tmp_path,
+        env={
+            "PATH": os.environ["PATH"],
+            "DEPLOY_COMMAND": "preview",
+            "STACK": "infra",
+            "GITHUB_STEP_SUMMARY": str(summary),
+        },
+        check=False,
+    )
+
+    assert finished.returncode == step_exit
+    # The summary JSON reaches the job summary whatever the exit code.
+    assert "python -m deploy preview --stack infra --json" in summary.read_text()
 
 
 def test_workflow_runs_one_job_per_account_with_its_own_oidc_role(workflow):
@@ -445,7 +484,7 @@ def test_workflow_runs_one_job_per_account_with_its_own_oidc_role(workflow):
             if step.get("uses", "").startswith("aws-actions/configure-aws-credentials@")
         ]
         expected_role = (
-            "${{ env.DEPLOY_ROLE_ARN }}" if name == "infra" else ("${{ matrix.role-to-assume }}")
+            "${{ env.DEPLOY_ROLE_ARN }}" if name == "infra" else "${{ matrix.role-to-assume }}"
         )
         assert credentials["role-to-assume"] == expected_role
         assert any(step.get("uses", "").startswith("pulumi/actions@") for step in job["steps"])
