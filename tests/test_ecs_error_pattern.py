@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import json
 import re
-from pathlib import Path
 from typing import Any
 
 import botocore.session
@@ -17,8 +16,8 @@ import pytest
 from moto.events.models import EventPattern
 
 from components.ecs_errors import METRIC_FILTER_PATTERN, ecs_error_event_pattern
+from tests.pulumi_harness import FIXTURES
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "aws-events"
 CLUSTER = "prod-web"
 REGION, ACCOUNT = "eu-west-1", "210987654321"
 CLUSTER_ARN = f"arn:aws:ecs:{REGION}:{ACCOUNT}:cluster/{CLUSTER}"
