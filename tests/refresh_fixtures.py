@@ -8,7 +8,9 @@ the infra account as owner — which is what DescribeImages shows the workload a
 from __future__ import annotations
 
 import base64
+import itertools
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -17,12 +19,14 @@ from moto.ec2.models import ec2_backends
 from moto.ec2.models.amis import Ami
 from moto.ec2.utils import random_ami_id
 
+FIXTURES = Path(__file__).resolve().parent.parent.parent / "shared" / "fixtures" / "aws-events"
 WORKLOAD_ACCOUNT = DEFAULT_ACCOUNT_ID  # moto's default credentials belong to it
 INFRA_ACCOUNT = "210987654321"
 OTHER_ACCOUNT = "333333333333"
 REGION = "eu-west-1"
 PREFIX = "golden-ecs-al2023"
 INSTANCE_TYPE = "m7i.large"
+_TEMPLATE_NUMBERS = itertools.count(1)
 USER_DATA = base64.b64encode(b"#!/bin/bash\necho ECS_CLUSTER=main >> /etc/ecs/ecs.config").decode()
 
 
@@ -55,15 +59,20 @@ def deregister_image(ami_id: str, account_id: str = WORKLOAD_ACCOUNT, region: st
 
 
 def launch_template(session: boto3.Session, image_ids: list[str], default_version: int = 1) -> str:
-    """A launch template with one version per image (version n uses image_ids[n-1])."""
+    """A launch template with one version per image (version n uses image_ids[n-1]).
+
+    Needs the emulator: moto alone ignores SourceVersion.
+    """
     ec2 = session.client("ec2")
     data = {"ImageId": image_ids[0], "InstanceType": INSTANCE_TYPE, "UserData": USER_DATA}
     template_id = ec2.create_launch_template(
-        LaunchTemplateName=f"ecs-{image_ids[0]}", LaunchTemplateData=data
+        LaunchTemplateName=f"ecs-{next(_TEMPLATE_NUMBERS)}", LaunchTemplateData=data
     )["LaunchTemplate"]["LaunchTemplateId"]
     for image_id in image_ids[1:]:
         ec2.create_launch_template_version(
-            LaunchTemplateId=template_id, LaunchTemplateData={**data, "ImageId": image_id}
+            LaunchTemplateId=template_id,
+            SourceVersion="1",
+            LaunchTemplateData={"ImageId": image_id},
         )
     if default_version != 1:
         ec2.modify_launch_template(

@@ -55,15 +55,18 @@ class RefreshAws:
 
     def instance_refreshes(self, group_name: str) -> list[dict[str, Any]]:
         """The group's refresh history, newest first, with EndTime as ISO text."""
-        refreshes = []
-        paginator = self._autoscaling.get_paginator("describe_instance_refreshes")
-        for page in paginator.paginate(AutoScalingGroupName=group_name):
+        refreshes: list[dict[str, Any]] = []
+        request = {"AutoScalingGroupName": group_name, "MaxRecords": 100}
+        while True:  # botocore has no paginator for this operation
+            page = self._autoscaling.describe_instance_refreshes(**request)
             for refresh in page["InstanceRefreshes"]:
                 end_time = refresh.get("EndTime")
                 if isinstance(end_time, datetime):
                     refresh["EndTime"] = iso_timestamp(end_time)
                 refreshes.append(refresh)
-        return refreshes
+            if not page.get("NextToken"):
+                return refreshes
+            request["NextToken"] = page["NextToken"]
 
     def update_group(self, arguments: Mapping[str, Any]) -> None:
         self._autoscaling.update_auto_scaling_group(**arguments)
@@ -78,7 +81,7 @@ class RefreshAws:
                 DesiredConfiguration=dict(desired),
                 Preferences=dict(preferences),
             )["InstanceRefreshId"]
-        except self._autoscaling.exceptions.InstanceRefreshInProgressErrorFault as error:
+        except self._autoscaling.exceptions.InstanceRefreshInProgressFault as error:
             raise RefreshInProgressError(str(error)) from error
 
     def set_group_tags(self, group_name: str, tags: Mapping[str, str]) -> None:

@@ -1,0 +1,471 @@
+"""The refresh handler end to end on moto plus the instance-refresh emulation (DESIGN §4, §5)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from handlers.refresh import app
+from handlers.refresh.parse import InvalidInputError
+from sandbox.instance_refresh import InstanceRefreshEmulator
+from tests import refresh_fixtures as fx
+
+IMAGE_ARN = "arn:aws:imagebuilder:eu-west-1:210987654321:image/golden-ecs-al2023/1.0.0/3"
+PREFERENCES = {
+    "MinHealthyPercentage": 50,
+    "MaxHealthyPercentage": 150,
+    "InstanceWarmup": 60,
+    "CheckpointPercentages": [50, 100],
+    "CheckpointDelay": 120,
+    "BakeTime": 600,
+    "StandbyInstances": "Ignore",
+}
+WRITES = {
+    "CreateLaunchTemplateVersion",
+    "StartInstanceRefresh",
+    "UpdateAutoScalingGroup",
+    "CreateOrUpdateTags",
+    "ModifyLaunchTemplate",
+}
+
+
+@dataclass
+class World:
+    session: boto3.Session
+    emulator: InstanceRefreshEmulator
+    current_ami: str
+    new_ami: str
+    template_id: str
+    targets: list[dict]
+
+    def env(self, **overrides: str) -> dict[str, str]:
+        return {
+            "INFRA_ACCOUNT_ID": fx.INFRA_ACCOUNT,
+            "IMAGE_PREFIX": fx.PREFIX,
+            "TARGETS_JSON": json.dumps(self.targets),
+            "REFRESH_PREFERENCES_JSON": json.dumps(PREFERENCES),
+            **overrides,
+        }
+
+    def run(self, event: dict, **env: str) -> list[dict]:
+        self.mark = len(self.emulator.calls)
+        return app.handle(event, self.env(**env), self.session)["results"]
+
+    def rollout(self, ami_id: str) -> dict:
+        return {
+            "schemaVersion": 1,
+            "imageArn": IMAGE_ARN,
+            "imageName": "golden-ecs-al2023",
+            "imageVersion": "1.0.0/3",
+            "amis": {fx.REGION: ami_id, "us-east-1": "ami-0123456789abcdef0"},
+            "correlationId": "sns-message-id",
+        }
+
+    def ran(self, operation: str) -> list:
+        """Calls of `operation` made by the last handler run."""
+        return [c for c in self.emulator.calls[self.mark :] if c.operation == operation]
+
+    def writes(self) -> list[str]:
+        return [c.operation for c in self.emulator.calls[self.mark :] if c.operation in WRITES]
+
+    def add_group(self, name: str, template_id: str, version: str = "1", **kwargs) -> dict:
+        group = fx.auto_scaling_group(self.session, name, template_id, version, **kwargs)
+        fx.ecs_cluster(self.session, f"cluster-{name}", group["AutoScalingGroupARN"])
+        fx.alarm(self.session, f"{name}-ecs-errors")
+        self.targets.append(
+            {
+                "autoScalingGroupName": name,
+                "launchTemplateId": template_id,
+                "clusterName": f"cluster-{name}",
+                "rollbackAlarmNames": [f"{name}-ecs-errors"],
+            }
+        )
+        return group
+
+
+@pytest.fixture
+def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
+    monkeypatch.setenv("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")
+    with mock_aws(), InstanceRefreshEmulator() as emulator:
+        session = boto3.Session(region_name=fx.REGION)
+        current, new = fx.register_image(1), fx.register_image(3)
+        template_id = fx.launch_template(session, [current])
+        world = World(session, emulator, current, new, template_id, [])
+        world.add_group("ecs-a", template_id)
+        yield world
+
+
+def only(results: list[dict]) -> dict:
+    assert len(results) == 1, results
+    return results[0]
+
+
+# --- happy path, rules 3, 4, 5 ----------------------------------------------------------------
+
+
+def test_rollout_starts_a_refresh_with_the_new_version_only_in_desired_configuration(world):
+    result = only(world.run(world.rollout(world.new_ami)))
+
+    assert result["outcome"] == "started", result
+    assert result["launchTemplateVersion"] == 2 and result["amiId"] == world.new_ami
+    [create] = world.ran("CreateLaunchTemplateVersion")
+    create.params.pop("ClientToken")  # botocore's idempotency token
+    assert create.params == {
+        "LaunchTemplateId": world.template_id,
+        "SourceVersion": "1",
+        "VersionDescription": f"golden-ami {world.new_ami} from {IMAGE_ARN}",
+        "LaunchTemplateData": {"ImageId": world.new_ami},
+    }
+    [start] = world.ran("StartInstanceRefresh")
+    assert start.params == {
+        "AutoScalingGroupName": "ecs-a",
+        "Strategy": "Rolling",
+        "DesiredConfiguration": {
+            "LaunchTemplate": {"LaunchTemplateId": world.template_id, "Version": "2"}
+        },
+        "Preferences": {
+            **PREFERENCES,
+            "AutoRollback": True,
+            "SkipMatching": True,
+            "ScaleInProtectedInstances": "Refresh",
+            "AlarmSpecification": {"Alarms": ["ecs-a-ecs-errors"]},
+        },
+    }
+    assert world.ran("UpdateAutoScalingGroup") == []
+    assert fx.group_template_spec(world.session, "ecs-a")["Version"] == "1"
+    assert "warnings" not in result  # managed draining is enabled
+
+    world.emulator.run_until_settled()
+    assert fx.group_template_spec(world.session, "ecs-a")["Version"] == "2"
+    assert fx.instance_images(world.session, "ecs-a") == [world.new_ami] * 4
+
+
+def test_new_version_is_the_current_one_with_only_the_image_changed(world):
+    world.run(world.rollout(world.new_ami))
+    versions = world.session.client("ec2").describe_launch_template_versions(
+        LaunchTemplateId=world.template_id
+    )["LaunchTemplateVersions"]
+    data = {v["VersionNumber"]: v["LaunchTemplateData"] for v in versions}
+    assert data[2] == {**data[1], "ImageId": world.new_ami}
+
+
+def test_race_with_another_refresh_defers_and_the_rerun_reuses_the_version(world):
+    world.emulator.inject_error("StartInstanceRefresh", "InstanceRefreshInProgress", "raced")
+    assert only(world.run(world.rollout(world.new_ami)))["outcome"] == "deferred"
+
+    result = only(world.run(world.rollout(world.new_ami)))
+
+    assert result["outcome"] == "started" and result["launchTemplateVersion"] == 2
+    assert world.writes() == ["StartInstanceRefresh"]  # no second CreateLaunchTemplateVersion
+
+
+def test_mixed_instances_group_keeps_its_policy_in_desired_configuration(world):
+    group = world.add_group("ecs-mixed", world.template_id, mixed=True)
+    world.targets = world.targets[1:]
+
+    result = only(world.run(world.rollout(world.new_ami)))
+
+    assert result["outcome"] == "started"
+    [start] = world.ran("StartInstanceRefresh")
+    policy = start.params["DesiredConfiguration"]["MixedInstancesPolicy"]
+    assert policy["LaunchTemplate"]["LaunchTemplateSpecification"] == {
+        "LaunchTemplateId": world.template_id,
+        "Version": "2",
+    }
+    original = group["MixedInstancesPolicy"]
+    assert policy["LaunchTemplate"]["Overrides"] == original["LaunchTemplate"]["Overrides"]
+    assert policy["InstancesDistribution"] == original["InstancesDistribution"]
+    world.emulator.run_until_settled()
+    assert fx.group_template_spec(world.session, "ecs-mixed")["Version"] == "2"
+
+
+def test_missing_managed_draining_is_a_warning_not_a_failure(world):
+    world.add_group("ecs-b", world.template_id)
+    world.session.client("ecs").update_capacity_provider(
+        name="cluster-ecs-b-provider",
+        autoScalingGroupProvider={"managedDraining": "DISABLED"},
+    )
+    world.targets[1]["clusterName"] = "no-such-cluster"
+
+    results = world.run(world.rollout(world.new_ami))
+
+    assert [r["outcome"] for r in results] == ["started", "started"]
+    assert "no capacity provider of cluster no-such-cluster" in results[1]["warnings"][0]
+
+
+# --- rule 1 -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("image", "reason"),
+    [
+        ({"owner": fx.OTHER_ACCOUNT}, "not the infra account"),
+        ({"name": "community-ecs-al2023-2025"}, "lacks the image prefix"),
+        ({"state": "pending"}, "not available"),
+    ],
+)
+def test_untrusted_rollout_images_are_rejected_without_writes(world, image, reason):
+    ami_id = fx.register_image(5, **image)
+    result = only(world.run(world.rollout(ami_id)))
+    assert result["outcome"] == "rejected" and reason in result["reason"]
+    assert world.writes() == []
+
+
+def test_deregistered_rollout_image_is_rejected(world):
+    fx.deregister_image(world.new_ami)
+    result = only(world.run(world.rollout(world.new_ami)))
+    assert result["outcome"] == "rejected" and "does not exist" in result["reason"]
+    assert world.writes() == []
+
+
+def test_rollout_without_an_ami_for_this_region_is_rejected(world):
+    event = world.rollout(world.new_ami)
+    event["amis"] = {"us-east-1": world.new_ami}
+    result = only(world.run(event))
+    assert result["outcome"] == "rejected" and fx.REGION in result["reason"]
+
+
+def test_an_older_image_is_not_applied(world):
+    older = fx.register_image(1)
+    newer_template = fx.launch_template(world.session, [world.new_ami])
+    world.add_group("ecs-new", newer_template)
+    world.targets = world.targets[1:]
+
+    result = only(world.run(world.rollout(older)))
+
+    assert result["outcome"] == "rejected" and "older than" in result["reason"]
+    assert world.writes() == []
+
+
+def test_a_deregistered_current_image_does_not_block_the_rollout(world):
+    fx.deregister_image(world.current_ami)
+    assert only(world.run(world.rollout(world.new_ami)))["outcome"] == "started"
+
+
+def test_converge_picks_the_newest_infra_image_and_ignores_other_owners(world):
+    fx.register_image(9, owner=fx.OTHER_ACCOUNT)  # same prefix, newer, foreign
+    fx.register_image(2)
+
+    result = only(world.run({}))
+
+    assert result["outcome"] == "started" and result["amiId"] == world.new_ami
+    [create] = world.ran("CreateLaunchTemplateVersion")
+    assert create.params["VersionDescription"] == f"golden-ami {world.new_ami} from converge"
+
+
+# --- rule 2 -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("version", "default", "expected"), [("$Latest", 1, "3"), ("$Default", 2, "2")]
+)
+def test_latest_and_default_are_pinned_to_their_number_before_anything_else(
+    world, version, default, expected
+):
+    template_id = fx.launch_template(
+        world.session, [world.current_ami, world.current_ami, world.current_ami], default
+    )
+    world.add_group("ecs-floating", template_id, version)
+    world.targets = world.targets[1:]
+
+    result = only(world.run(world.rollout(world.new_ami)))
+
+    assert result["outcome"] == "started" and result["pinnedVersion"] == int(expected)
+    assert world.writes() == [
+        "UpdateAutoScalingGroup",
+        "CreateLaunchTemplateVersion",
+        "StartInstanceRefresh",
+    ]
+    [pin] = world.ran("UpdateAutoScalingGroup")
+    assert pin.params == {
+        "AutoScalingGroupName": "ecs-floating",
+        "LaunchTemplate": {"LaunchTemplateId": template_id, "Version": expected},
+    }
+    [create] = world.ran("CreateLaunchTemplateVersion")
+    assert create.params["SourceVersion"] == expected
+
+
+def test_ssm_alias_template_is_rejected_with_an_explanation(world):
+    template_id = fx.launch_template(
+        world.session, ["resolve:ssm:/aws/service/ecs/optimized-ami/amazon-linux-2023/recommended"]
+    )
+    world.targets[0]["launchTemplateId"] = template_id
+    world.session.client("autoscaling").update_auto_scaling_group(
+        AutoScalingGroupName="ecs-a",
+        LaunchTemplate={"LaunchTemplateId": template_id, "Version": "1"},
+    )
+
+    result = only(world.run(world.rollout(world.new_ami)))
+
+    assert result["outcome"] == "rejected" and "SSM alias" in result["reason"]
+    assert world.writes() == []
+
+
+def test_group_on_another_launch_template_than_configured_is_rejected(world):
+    world.targets[0]["launchTemplateId"] = "lt-0123456789abcdef0"
+    result = only(world.run(world.rollout(world.new_ami)))
+    assert result["outcome"] == "rejected" and "lt-0123456789abcdef0" in result["reason"]
+
+
+# --- rule 6 -----------------------------------------------------------------------------------
+
+
+def test_an_active_refresh_defers_without_writes(world):
+    world.session.client("autoscaling").start_instance_refresh(AutoScalingGroupName="ecs-a")
+    result = only(world.run(world.rollout(world.new_ami)))
+    assert result["outcome"] == "deferred" and "Pending" in result["reason"]
+    assert world.writes() == []
+
+
+# --- rule 7 -----------------------------------------------------------------------------------
+
+
+def roll_back(world: World) -> dict:
+    """Roll the new AMI out on ecs-a and let its alarm roll it back; returns the catch-up event."""
+    assert only(world.run(world.rollout(world.new_ami)))["outcome"] == "started"
+    world.emulator.advance(30)
+    fx.set_alarm_state(world.session, "ecs-a-ecs-errors", "ALARM")
+    world.emulator.run_until_settled()
+    fx.set_alarm_state(world.session, "ecs-a-ecs-errors", "OK")
+    return world.emulator.events[-1]
+
+
+def test_a_rolled_back_ami_is_quarantined_durably_and_not_reapplied(world):
+    event = roll_back(world)
+    assert event["detail-type"] == "EC2 Auto Scaling Instance Refresh Rollback Succeeded"
+    assert fx.instance_images(world.session, "ecs-a") == [world.current_ami] * 4
+
+    result = only(world.run(event))
+
+    assert result["outcome"] == "quarantined" and result["amiId"] == world.new_ami
+    assert fx.group_tags(world.session, "ecs-a")["golden-ami:quarantined"] == world.new_ami
+    assert world.writes() == ["CreateOrUpdateTags"]
+    assert only(world.run(world.rollout(world.new_ami)))["outcome"] == "quarantined"
+    assert world.writes() == []  # already recorded: nothing to write
+
+
+def test_release_takes_the_ami_out_of_quarantine_and_converges(world):
+    roll_back(world)
+    world.run({})  # records the quarantine
+
+    result = only(
+        world.run({"action": "release", "autoScalingGroupName": "ecs-a", "amiId": world.new_ami})
+    )
+
+    assert result["released"] == world.new_ami and result["outcome"] == "started"
+    assert fx.group_tags(world.session, "ecs-a")["golden-ami:quarantined"] == ""
+    assert world.writes() == ["CreateOrUpdateTags", "StartInstanceRefresh"]  # version reused
+
+
+def test_release_survives_the_next_run_reading_the_same_rollback_history(world):
+    roll_back(world)
+    world.run({"action": "release", "autoScalingGroupName": "ecs-a", "amiId": world.new_ami})
+    world.emulator.run_until_settled()
+    assert only(world.run({}))["outcome"] == "current"
+
+
+# --- rule 8 and isolation ---------------------------------------------------------------------
+
+
+def test_already_on_the_target_is_current_with_zero_writes(world):
+    result = only(world.run(world.rollout(world.current_ami)))
+    assert result["outcome"] == "current"
+    assert world.writes() == []
+
+
+def test_one_failing_group_does_not_stop_the_others(world):
+    world.add_group("ecs-b", world.template_id)
+    world.targets.insert(0, {**world.targets[0], "autoScalingGroupName": "missing"})
+    world.emulator.inject_error("DescribeInstanceRefreshes", "AccessDenied", "not allowed")
+
+    results = world.run(world.rollout(world.new_ami))
+
+    outcomes = {r["autoScalingGroupName"]: (r["outcome"], r["reason"]) for r in results}
+    assert outcomes["missing"] == ("failed", "Auto Scaling group missing does not exist")
+    assert outcomes["ecs-a"][0] == "failed" and "AccessDenied" in outcomes["ecs-a"][1]
+    assert outcomes["ecs-b"][0] == "started"
+
+
+# --- events -----------------------------------------------------------------------------------
+
+
+def test_catch_up_event_converges_only_the_named_group(world):
+    world.add_group("ecs-b", world.template_id)
+    event = json.loads((fx.FIXTURES / "autoscaling_instance_refresh_started.json").read_text())
+    event["detail-type"] = "EC2 Auto Scaling Instance Refresh Succeeded"
+    event["detail"]["AutoScalingGroupName"] = "ecs-b"
+
+    results = world.run(event)
+
+    assert [(r["autoScalingGroupName"], r["outcome"]) for r in results] == [("ecs-b", "started")]
+
+
+def test_catch_up_event_for_an_unknown_group_is_ignored(world):
+    event = {
+        "source": "aws.autoscaling",
+        "detail-type": "EC2 Auto Scaling Instance Refresh Failed",
+        "detail": {"AutoScalingGroupName": "someone-elses"},
+    }
+    response = app.handle(event, world.env(), world.session)
+    assert response["results"] == [] and "someone-elses" in response["ignored"]
+
+
+@pytest.mark.parametrize(
+    ("event", "message"),
+    [
+        ([], "must be a JSON object"),
+        ({"action": "explode"}, "neither a rollout payload"),
+        ({"schemaVersion": 2, "imageArn": IMAGE_ARN, "amis": {}}, "schemaVersion"),
+        ({"schemaVersion": 1, "imageArn": "nope", "amis": {"eu-west-1": "ami-1"}}, "imageArn"),
+        ({"schemaVersion": 1, "imageArn": IMAGE_ARN, "amis": {}}, "non-empty object"),
+        ({"schemaVersion": 1, "imageArn": IMAGE_ARN, "amis": {"eu-west-1": "img"}}, "AMI id"),
+        ({"action": "release", "autoScalingGroupName": "ecs-a"}, "amiId"),
+        (
+            {"action": "release", "autoScalingGroupName": "x", "amiId": "ami-0abcdef12"},
+            "not a target",
+        ),
+        (
+            {
+                "source": "aws.autoscaling",
+                "detail-type": "EC2 Auto Scaling Instance Refresh Started",
+            },
+            "not a finished",
+        ),
+        (
+            {
+                "source": "aws.autoscaling",
+                "detail-type": "EC2 Auto Scaling Instance Refresh Failed",
+            },
+            "AutoScalingGroupName",
+        ),
+    ],
+)
+def test_malformed_events_fail_clearly_before_any_aws_call(world, event, message):
+    world.mark = len(world.emulator.calls)
+    with pytest.raises(InvalidInputError, match=message):
+        app.handle(event, world.env(), world.session)
+    assert world.emulator.calls[world.mark :] == []
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"INFRA_ACCOUNT_ID": "12345"}, "INFRA_ACCOUNT_ID"),
+        ({"IMAGE_PREFIX": " "}, "IMAGE_PREFIX"),
+        ({"TARGETS_JSON": "{"}, "TARGETS_JSON is not valid JSON"),
+        ({"TARGETS_JSON": "[]"}, "non-empty JSON array"),
+        (
+            {"TARGETS_JSON": '[{"autoScalingGroupName": "g"}]'},
+            r"TARGETS_JSON\[0\].launchTemplateId",
+        ),
+        ({"REFRESH_PREFERENCES_JSON": "[]"}, "REFRESH_PREFERENCES_JSON"),
+    ],
+)
+def test_bad_environment_is_named(world, override, message):
+    with pytest.raises(InvalidInputError, match=message):
+        app.handle({}, world.env(**override), world.session)
