@@ -218,6 +218,17 @@ LogRetentionDays = Literal[LOG_RETENTION_DAYS]  # type: ignore[valid-type]
 Percentage = Annotated[int, Field(ge=1, le=100)]
 
 
+def _non_empty(allowed: str) -> Any:
+    """A validator rejecting an empty list (after its items validated, unlike min_length)."""
+
+    def check(values: tuple[Any, ...]) -> tuple[Any, ...]:
+        if not values:
+            raise ValueError(f"expected {allowed}")
+        return values
+
+    return check
+
+
 class _StrictModel(BaseModel):
     model_config = ConfigDict(
         frozen=True,
@@ -331,7 +342,9 @@ class InfraConfig(CommonConfig):
     payload_prefix: PayloadPrefix = "payloads/"
     noncurrent_version_expiration_days: Annotated[int, Field(ge=0, le=36500)] = 0
     parent_image: ParentImage = DEFAULT_PARENT_IMAGE
-    build_instance_types: Annotated[tuple[InstanceType, ...], Field(min_length=1)] = ("m7i.large",)
+    build_instance_types: Annotated[
+        tuple[InstanceType, ...], AfterValidator(_non_empty("at least one instance type"))
+    ] = ("m7i.large",)
     subnet_id: OptionalSubnetId = ""
     security_group_ids: tuple[SecurityGroupId, ...] = ()
     management_account_id: OptionalAccountId = ""
@@ -425,22 +438,21 @@ class InfraConfig(CommonConfig):
         return _raise_if(problems, self)
 
 
-def _at_least_one_target(targets: tuple[Target, ...]) -> tuple[Target, ...]:
-    if not targets:
-        raise ValueError(
-            "expected a list of at least one {autoScalingGroupName, launchTemplateId, "
-            "clusterName, region (optional, default aws:region)}"
-        )
-    return targets
-
-
 class WorkloadConfig(CommonConfig):
     """A workload account: the refresh Lambda, its invoke role and the rollback alarms."""
 
     role: Literal["workload"]
     fanout_role_arn: RoleArn
     ecs_instance_role_arn: RoleArn
-    targets: Annotated[tuple[Target, ...], AfterValidator(_at_least_one_target)]
+    targets: Annotated[
+        tuple[Target, ...],
+        AfterValidator(
+            _non_empty(
+                "a list of at least one {autoScalingGroupName, launchTemplateId, clusterName, "
+                "region (optional, default aws:region)}"
+            )
+        ),
+    ]
     refresh_min_healthy_percentage: Annotated[int, Field(ge=0, le=100)] = 90
     refresh_max_healthy_percentage: Annotated[int, Field(ge=100, le=200)] = 110
     refresh_instance_warmup_seconds: Annotated[int, Field(ge=0, le=172800)] = 300
@@ -742,7 +754,7 @@ def _describe(error: ValidationError, role: str, fields: Mapping[str, Any]) -> l
             continue
         location = detail["loc"]
         key = _location_key(location)
-        if len(location) == 1 and fields.get(location[0]) in ("", []):
+        if _is_unset_required(location, fields):
             problems.append(
                 f"{config_key(key)} is not set; required for role {role}: "
                 f"{_without_prefix(detail['msg'])}"
@@ -758,6 +770,13 @@ def _describe(error: ValidationError, role: str, fields: Mapping[str, Any]) -> l
                 f"{config_key(key)} = {_show(detail['input'])}: {_without_prefix(detail['msg'])}"
             )
     return problems
+
+
+def _is_unset_required(location: tuple[int | str, ...], fields: Mapping[str, Any]) -> bool:
+    if len(location) != 1 or fields.get(location[0]) not in ("", []):
+        return False
+    key = CONFIG_KEYS.get(str(location[0]))
+    return key is None or key.default is REQUIRED  # None: aws:region
 
 
 def _location_key(location: tuple[int | str, ...]) -> str:

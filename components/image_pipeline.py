@@ -284,8 +284,10 @@ class GoldenImagePipeline(pulumi.ComponentResource):
             tags=tags,
             opts=child,
         )
-        recipe_version = pulumi.Output.from_input(component.arn).apply(
-            lambda component_arn: content_version(component_arn, args.parent_image)
+        # Every input that replaces the recipe goes into its version (components, parameters,
+        # parent), so the replacement never collides with the recipe it replaces.
+        recipe_version = pulumi.Output.all(component.arn, args.bucket_name).apply(
+            lambda values: content_version(*values, args.payload_prefix, args.parent_image)
         )
         return aws.imagebuilder.ImageRecipe(
             f"{name}-recipe",
