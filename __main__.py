@@ -40,6 +40,8 @@ def deploy_infra(cfg: InfraConfig) -> None:
     pulumi.export("imageTopicArn", pipeline.image_topic_arn)
     pulumi.export("amiNamePrefix", cfg.image_prefix)
     pulumi.export("regions", list(cfg.regions))
+    # `python -m deploy` feeds infraAccountId, amiNamePrefix and fanoutRoleArn to workload stacks.
+    pulumi.export("infraAccountId", cfg.infra_account_id)
     # Workload stacks' fanoutRoleArn must name this role (their invoke roles trust it).
     pulumi.export("fanoutRoleArn", fanout.role_arn)
     pulumi.export("fanoutRoleName", fanout.role_name)

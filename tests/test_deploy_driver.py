@@ -13,6 +13,7 @@ import yaml
 from pulumi import automation as auto
 from pulumi.automation._cmd import CommandResult
 
+from components.config import parse_config
 from deploy.automation import AutomationStack, AutomationStackFactory, engine_message
 from deploy.cli import EXIT_CHANGES_PENDING, EXIT_FAILED, EXIT_OK, EXIT_USAGE, main
 from deploy.driver import (
@@ -24,7 +25,7 @@ from deploy.driver import (
     StackOutput,
     Status,
 )
-from deploy.plan import load_plan
+from deploy.plan import PROPAGATED_OUTPUTS, load_plan
 
 INFRA_ACCOUNT = "111111111111"
 WORKLOAD_ACCOUNTS = {"workload-a": "222222222222", "workload-b": "333333333333"}
@@ -564,3 +565,17 @@ def test_without_the_pulumi_cli_only_plan_runs(project, monkeypatch):
     assert "the Pulumi CLI is not on PATH" in err.getvalue()
     with pytest.raises(Exception, match="not on PATH"):
         AutomationStackFactory()
+
+
+# --- the contract with the program ------------------------------------------------------------
+
+
+def test_the_infra_program_exports_every_output_the_driver_propagates(stack_run):
+    run = stack_run("infra")
+    config = parse_config(run.config)
+
+    assert set(PROPAGATED_OUTPUTS.values()) <= set(run.outputs)
+    # The values `plan` predicts from the infra config when it checks workload stack files.
+    assert run.outputs["infraAccountId"] == config.infra_account_id
+    assert run.outputs["amiNamePrefix"] == config.image_prefix
+    assert run.outputs["fanoutRoleArn"] == config.fanout_role_arn
