@@ -21,6 +21,12 @@ PIPELINE_ARN = f"arn:aws:imagebuilder:eu-west-1:{ACCOUNT}:image-pipeline/golden-
 ORG_ARN = "arn:aws:organizations::111111111111:organization/o-abc1234567"
 
 
+@pytest.fixture(autouse=True)
+def _no_public_ami_catalogue(monkeypatch):
+    # Loading moto's public AMI catalogue into every region's backend dominates the runtime.
+    monkeypatch.setenv("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")
+
+
 @pytest.fixture
 def image_builder():
     with mock_aws(), ImageBuilderEmulator() as emulator:

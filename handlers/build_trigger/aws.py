@@ -19,8 +19,9 @@ from handlers.build_trigger.logic import PAYLOAD_DIGEST_TAG, PipelineImage
 
 # Standard mode retries throttling and transient errors with backoff; whatever still fails
 # surfaces, and the SQS message is received again after its visibility timeout.
+MAX_ATTEMPTS = 5  # the first call included
 CLIENT_CONFIG = Config(
-    retries={"mode": "standard", "max_attempts": 5},
+    retries={"mode": "standard", "total_max_attempts": MAX_ATTEMPTS},
     connect_timeout=5,
     read_timeout=15,
 )
