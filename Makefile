@@ -6,9 +6,10 @@ STAMP := $(VENV)/.installed-$(shell sha1sum requirements.txt | cut -c1-12)
 
 .PHONY: venv test lint demo bench plan clean
 
+# pip brings an existing venv in line with the pins, so a changed requirements.txt never needs a wipe.
 $(STAMP): requirements.txt
-	rm -rf $(VENV)
-	$(PYTHON) -m venv $(VENV)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	rm -f $(VENV)/.installed-*
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	touch $@
 
