@@ -45,6 +45,10 @@ def _config(mode: str, max_pool_connections: int = 10) -> Config:
     )
 
 
+# Every other client is used by one thread at a time: the default pool is plenty.
+CLIENT_CONFIG = _config("standard")
+
+
 class FanoutAws:
     def __init__(self, session: boto3.Session | None = None, max_concurrency: int = 10) -> None:
         self._session = session or boto3.Session()
@@ -80,7 +84,7 @@ class FanoutAws:
         payload: bytes,
     ) -> None:
         """Queue one asynchronous invocation (Lambda answers 202 once the event is stored)."""
-        client = self._client("lambda", _config("standard"), region_name=region, **credentials)
+        client = self._client("lambda", CLIENT_CONFIG, region_name=region, **credentials)
         client.invoke(FunctionName=function_arn, InvocationType="Event", Payload=payload)
 
     def organization_accounts(
@@ -90,7 +94,7 @@ class FanoutAws:
 
         Yields page by page so the caller can start fanning out before the listing ends.
         """
-        client = self._client("organizations", _config("standard"), **(credentials or {}))
+        client = self._client("organizations", CLIENT_CONFIG, **(credentials or {}))
         page_size = {"PageSize": ORGANIZATIONS_PAGE_SIZE}
         if not parent_ids:
             for page in client.get_paginator("list_accounts").paginate(PaginationConfig=page_size):
@@ -107,7 +111,7 @@ class FanoutAws:
                 pending.extend(unit["Id"] for unit in page["OrganizationalUnits"])
 
     def put_outcome_metrics(self, namespace: str, counts: Mapping[str, int]) -> None:
-        cloudwatch = self._client("cloudwatch", _config("standard"))
+        cloudwatch = self._client("cloudwatch", CLIENT_CONFIG)
         cloudwatch.put_metric_data(
             Namespace=namespace,
             MetricData=[

@@ -1,0 +1,1 @@
+"""Fan-out scale benchmark (`python -m bench`, `make bench`): see docs/fanout-scale.md."""
