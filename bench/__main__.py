@@ -131,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(
         f"concurrent (handler, MAX_CONCURRENCY={concurrency}): {wall:.1f} s wall "
-        f"({cpu:.1f} s CPU), {expected_pairs} invocations, peak RSS {peak_rss_mb:.0f} MB (whole process), "
+        f"({cpu:.1f} s CPU), {expected_pairs} invocations, "
+        f"peak RSS {peak_rss_mb:.0f} MB (whole process), "
         f"summary log line {summary_bytes / 1024:.0f} KB"
     )
 
