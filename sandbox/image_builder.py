@@ -1,10 +1,11 @@
 """EC2 Image Builder emulation for the sandbox and the tests (moto has no Image Builder).
 
 Installed the way moto installs itself: botocore event handlers appended to
-`botocore.handlers.BUILTIN_HANDLERS`, so every client created while the emulator is active, from
-any boto3.Session, is answered here. Request parameters are read in `before-parameter-build`
-(after botocore filled the idempotency token) and answered in `before-call`, which skips the
-HTTP layer; errors come back as modelled exceptions (`client.exceptions.ResourceNotFoundException`).
+`botocore.handlers.BUILTIN_HANDLERS` at import, so the clients of every session created after
+the import (any boto3.Session, assumed-role ones included) are answered here while an emulator
+is installed (`with`). Request parameters are read in `before-parameter-build` (after botocore
+filled the idempotency token) and answered in `before-call`, which skips the HTTP layer (and so
+botocore's retries); errors come back as modelled exceptions (`ResourceNotFoundException`).
 Every request is validated against the botocore service model, including the patterns, maximum
 lengths and enums botocore does not check.
 
@@ -139,32 +140,15 @@ class ImageBuilderEmulator:
         if _INSTALLED:
             raise RuntimeError("an ImageBuilderEmulator is already installed")
         _INSTALLED.append(self)
-        botocore.handlers.BUILTIN_HANDLERS.extend(self._hooks)
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        for hook in self._hooks:
-            botocore.handlers.BUILTIN_HANDLERS.remove(hook)
         _INSTALLED.remove(self)
 
-    @property
-    def _hooks(self) -> list[tuple[str, Callable[..., Any]]]:
-        return [
-            ("before-parameter-build.imagebuilder", self._capture_params),
-            ("before-call.imagebuilder", self._answer_call),
-        ]
-
-    # Clients created while installed keep these handlers: they answer only while installed.
-    def _capture_params(self, params: dict, context: dict, **_: Any) -> None:
-        if self in _INSTALLED:
-            context[_PARAMS_KEY] = params
-
-    def _answer_call(self, model, context: dict, **_: Any) -> tuple[AWSResponse, dict] | None:
-        if self not in _INSTALLED:
-            return None
+    def _respond(self, operation_name: str, context: dict) -> tuple[AWSResponse, dict]:
         request_id = str(uuid.uuid4())
         try:
-            body = self._answer(model.name, context[_PARAMS_KEY], context["client_region"])
+            body = self._answer(operation_name, context[_PARAMS_KEY], context["client_region"])
         except ImageBuilderError as error:
             status = SERVICE_MODEL.shape_for(error.code).metadata["error"]["httpStatusCode"]
             body = {"Error": {"Code": error.code, "Message": error.message}}
@@ -343,6 +327,29 @@ class ImageBuilderEmulator:
         except ValidationError as error:
             raise ImageBuilderError(_validation_error_code(operation_name), str(error)) from None
         return operation(params, region)
+
+
+# --- botocore hooks --------------------------------------------------------------------------
+
+
+def _capture_params(params: dict, context: dict, **_: Any) -> None:
+    if _INSTALLED:
+        context[_PARAMS_KEY] = params
+
+
+def _answer_call(model, context: dict, **_: Any) -> tuple[AWSResponse, dict] | None:
+    return _INSTALLED[0]._respond(model.name, context) if _INSTALLED else None
+
+
+# Registered at import, as moto registers its own stubber: every session created afterwards
+# carries the hooks, and they answer only while an emulator is installed. Clients that outlive
+# one installation (a warm Lambda's, a test module's) are answered by the next one.
+for _hook in (
+    ("before-parameter-build.imagebuilder", _capture_params),
+    ("before-call.imagebuilder", _answer_call),
+):
+    if _hook not in botocore.handlers.BUILTIN_HANDLERS:
+        botocore.handlers.BUILTIN_HANDLERS.append(_hook)
 
 
 # --- shapes ----------------------------------------------------------------------------------

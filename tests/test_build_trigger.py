@@ -18,6 +18,8 @@ from handlers.build_trigger import app, logic
 from handlers.build_trigger.aws import CLIENT_CONFIG, MAX_ATTEMPTS, BuildTriggerAws
 from sandbox.image_builder import ImageBuilderEmulator, sns_envelope
 
+# One session for the whole module: botocore parses its service models once per session.
+SESSION = boto3.Session()
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "aws-events"
 ACCOUNT = "123456789012"
 REGION = "eu-west-1"
@@ -205,7 +207,7 @@ def world(monkeypatch):
             regions=[REGION, "us-east-1"],
             ami_name="golden-ecs-al2023-{{ imagebuilder:buildDate }}",
         )
-        s3 = boto3.Session(region_name=REGION).client("s3")
+        s3 = SESSION.client("s3", region_name=REGION)
         s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
         s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
         yield s3, image_builder
@@ -363,11 +365,9 @@ def test_available_notification_tags_every_output_ami_with_the_digest(world):
     amis = {(ami["region"], ami["image"]) for ami in message["outputResources"]["amis"]}
     assert {(t["region"], t["amiId"]) for t in summary["taggedAmis"]} == amis
     for region, ami_id in amis:
-        tags = (
-            boto3.Session(region_name=region)
-            .client("ec2")
-            .describe_tags(Filters=[{"Name": "resource-id", "Values": [ami_id]}])["Tags"]
-        )
+        tags = SESSION.client("ec2", region_name=region).describe_tags(
+            Filters=[{"Name": "resource-id", "Values": [ami_id]}]
+        )["Tags"]
         assert {t["Key"]: t["Value"] for t in tags}[logic.PAYLOAD_DIGEST_TAG] == digest
 
 

@@ -7,13 +7,14 @@ from pathlib import Path
 
 import boto3
 import botocore.exceptions
-import botocore.handlers
 import pytest
 from moto import mock_aws
 
 from sandbox.image_builder import SERVICE_MODEL, ImageBuilderEmulator
 from sandbox.model_validation import ValidationError, validate_request, validate_response
 
+# One session for the whole module: botocore parses its service models once per session.
+SESSION = boto3.Session()
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "aws-events"
 ACCOUNT = "123456789012"
 WORKLOAD_ACCOUNT = "222222222222"
@@ -43,7 +44,7 @@ def image_builder():
 
 @pytest.fixture
 def client(image_builder):
-    return boto3.Session(region_name="eu-west-1").client("imagebuilder")
+    return SESSION.client("imagebuilder", region_name="eu-west-1")
 
 
 def start(client, token: str, **extra) -> str:
@@ -57,17 +58,21 @@ def start(client, token: str, **extra) -> str:
 # --- installation --------------------------------------------------------------------------
 
 
-def test_hooks_are_removed_and_inert_after_exit():
+def test_hooks_answer_only_while_installed_and_follow_the_installed_emulator():
     with mock_aws():
-        handlers_before = list(botocore.handlers.BUILTIN_HANDLERS)
-        with ImageBuilderEmulator() as emulator:
-            emulator.register_pipeline(PIPELINE_ARN, regions=["eu-west-1"], ami_name="x")
-            client = boto3.Session(region_name="eu-west-1").client("imagebuilder")
-            client.list_image_pipeline_images(imagePipelineArn=PIPELINE_ARN)
-        assert handlers_before == botocore.handlers.BUILTIN_HANDLERS
-        # The client still holds the handlers, but they no longer answer: moto gets the call.
+        with ImageBuilderEmulator() as first:
+            first.register_pipeline(PIPELINE_ARN, regions=["eu-west-1"], ami_name="x")
+            client = SESSION.client("imagebuilder", region_name="eu-west-1")
+            client.start_image_pipeline_execution(imagePipelineArn=PIPELINE_ARN, clientToken="t")
+        # Not installed: the call falls through to moto, which has no Image Builder.
         with pytest.raises(botocore.exceptions.ClientError, match="Not yet implemented"):
             client.list_image_pipeline_images(imagePipelineArn=PIPELINE_ARN)
+        # A client made earlier is answered by whichever emulator is installed now.
+        with ImageBuilderEmulator() as second:
+            second.register_pipeline(PIPELINE_ARN, regions=["eu-west-1"], ami_name="x")
+            listed = client.list_image_pipeline_images(imagePipelineArn=PIPELINE_ARN)
+            assert listed["imageSummaryList"] == []
+            assert [op for op, _ in second.requests] == ["ListImagePipelineImages"]
 
 
 def test_only_one_emulator_at_a_time(image_builder):
@@ -119,7 +124,7 @@ def test_validator_checks_patterns_enums_and_ranges():
 
 
 def test_validator_understands_surrogate_pair_patterns():
-    autoscaling = boto3.Session(region_name="eu-west-1").client("autoscaling").meta.service_model
+    autoscaling = SESSION.client("autoscaling", region_name="eu-west-1").meta.service_model
     validate_request(
         autoscaling,
         "StartInstanceRefresh",
@@ -146,10 +151,10 @@ def test_client_token_makes_start_idempotent(client, image_builder):
 
 
 def test_unknown_pipeline_or_other_region_is_not_found(image_builder):
-    other_region = boto3.Session(region_name="us-east-1").client("imagebuilder")
+    other_region = SESSION.client("imagebuilder", region_name="us-east-1")
     with pytest.raises(other_region.exceptions.ResourceNotFoundException):
         other_region.start_image_pipeline_execution(imagePipelineArn=PIPELINE_ARN, clientToken="t")
-    client = boto3.Session(region_name="eu-west-1").client("imagebuilder")
+    client = SESSION.client("imagebuilder", region_name="eu-west-1")
     with pytest.raises(client.exceptions.ResourceNotFoundException, match="missing"):
         client.list_image_pipeline_images(
             imagePipelineArn=PIPELINE_ARN.replace("golden-ami", "missing")
@@ -214,11 +219,9 @@ def test_build_moves_through_documented_states_and_distributes(client, image_bui
     assert [ami["region"] for ami in amis] == ["eu-west-1", "us-east-1"]
     assert message["outputResources"]["amis"] == amis
     for ami in amis:
-        described = (
-            boto3.Session(region_name=ami["region"])
-            .client("ec2")
-            .describe_images(ImageIds=[ami["image"]])["Images"][0]
-        )
+        described = SESSION.client("ec2", region_name=ami["region"]).describe_images(
+            ImageIds=[ami["image"]]
+        )["Images"][0]
         assert described["Name"] == "golden-ecs-al2023-2025-01-01T00-00-00.000Z" == ami["name"]
         assert described["OwnerId"] == ACCOUNT
         tags = {t["Key"]: t["Value"] for t in described["Tags"]}
@@ -227,10 +230,8 @@ def test_build_moves_through_documented_states_and_distributes(client, image_bui
             "CreatedBy": "EC2 Image Builder",
             "Ec2ImageBuilderArn": image_arn,
         }
-        permissions = (
-            boto3.Session(region_name=ami["region"])
-            .client("ec2")
-            .describe_image_attribute(ImageId=ami["image"], Attribute="launchPermission")
+        permissions = SESSION.client("ec2", region_name=ami["region"]).describe_image_attribute(
+            ImageId=ami["image"], Attribute="launchPermission"
         )
         assert permissions["LaunchPermissions"] == [{"OrganizationArn": ORG_ARN}]
 
@@ -248,7 +249,7 @@ def test_ami_is_visible_to_workload_accounts_moto_cannot_share_with():
             ami_name="n",
             visible_in_accounts=[WORKLOAD_ACCOUNT],
         )
-        client = boto3.Session(region_name="eu-west-1").client("imagebuilder")
+        client = SESSION.client("imagebuilder", region_name="eu-west-1")
         arn = client.start_image_pipeline_execution(imagePipelineArn=PIPELINE_ARN, clientToken="t")[
             "imageBuildVersionArn"
         ]
@@ -265,9 +266,7 @@ def test_failed_build_registers_nothing_and_reports_reason(client, image_builder
     assert message["state"] == {"status": "FAILED", "reason": "payload 10-x.sh exit 1"}
     assert message["outputResources"] == {"amis": []}
     assert (
-        boto3.Session(region_name="eu-west-1")
-        .client("ec2")
-        .describe_images(Owners=["self"])["Images"]
+        SESSION.client("ec2", region_name="eu-west-1").describe_images(Owners=["self"])["Images"]
         == []
     )
     with pytest.raises(ValueError, match="fail_in"):

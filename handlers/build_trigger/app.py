@@ -8,6 +8,7 @@ batch: every record only means "evaluate again", so retrying all of them is exac
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from typing import Any
@@ -23,7 +24,13 @@ LOGGER = get_logger(__name__)
 
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     settings = logic.Settings.from_environ(os.environ)
-    return handle_batch(event, settings, BuildTriggerAws(boto3.Session(), settings.region))
+    return handle_batch(event, settings, _aws(settings.region))
+
+
+@functools.cache
+def _aws(region: str) -> BuildTriggerAws:
+    """Clients live as long as the execution environment: warm invocations reuse them."""
+    return BuildTriggerAws(boto3.Session(), region)
 
 
 def handle_batch(

@@ -1,6 +1,6 @@
 """Thin boto3 adapter of the build trigger: each method is one API call pattern, no decisions.
 
-IAM actions used (grant exactly these; resources in parentheses):
+IAM actions used (grant exactly these):
   s3:ListBucketVersions                      ListObjectVersions on the payload bucket (prefix)
   imagebuilder:ListImagePipelineImages       on the pipeline ARN
   imagebuilder:StartImagePipelineExecution   on the pipeline ARN
