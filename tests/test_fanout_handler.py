@@ -658,3 +658,19 @@ def test_bad_configuration_fails_before_any_aws_call(org, edge, env):
         run(edge)
 
     assert edge.calls == []
+
+
+def test_metrics_outage_is_logged_without_failing_a_successful_fan_out(org, edge, log_lines):
+    enrolled = org.add_account("enrolled")
+    org.enroll(enrolled)
+    session = edge.install(boto3.Session(region_name=HOME_REGION))
+    outage = {"Code": "InternalServiceError", "Message": "try later"}
+    session.events.register(
+        "before-call.cloudwatch.PutMetricData", lambda **_: _answer(500, {"Error": outage})
+    )
+
+    result = app.lambda_handler(available_event(), lambda_context(), session)
+
+    assert result["counts"]["invoked"] == 2
+    assert log_lines[-1]["message"] == "could not publish fan-out metrics"
+    assert "InternalServiceError" in log_lines[-1]["error"]
