@@ -100,6 +100,23 @@ def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
         yield world
 
 
+STATIC_ENV = {
+    "INFRA_ACCOUNT_ID": fx.INFRA_ACCOUNT,
+    "IMAGE_PREFIX": fx.PREFIX,
+    "TARGETS_JSON": json.dumps(
+        [{"autoScalingGroupName": "ecs-a", "launchTemplateId": "lt-0a", "clusterName": "main"}]
+    ),
+    "REFRESH_PREFERENCES_JSON": json.dumps(PREFERENCES),
+}
+
+
+@pytest.fixture
+def bare() -> Iterator[tuple[boto3.Session, InstanceRefreshEmulator]]:
+    """No resources: for input that must fail before any AWS call."""
+    with mock_aws(), InstanceRefreshEmulator() as emulator:
+        yield boto3.Session(region_name=fx.REGION), emulator
+
+
 def only(results: list[dict]) -> dict:
     assert len(results) == 1, results
     return results[0]
@@ -445,11 +462,11 @@ def test_catch_up_event_for_an_unknown_group_is_ignored(world):
         ),
     ],
 )
-def test_malformed_events_fail_clearly_before_any_aws_call(world, event, message):
-    world.mark = len(world.emulator.calls)
+def test_malformed_events_fail_clearly_before_any_aws_call(bare, event, message):
+    session, emulator = bare
     with pytest.raises(InvalidInputError, match=message):
-        app.handle(event, world.env(), world.session)
-    assert world.emulator.calls[world.mark :] == []
+        app.handle(event, STATIC_ENV, session)
+    assert emulator.calls == []
 
 
 @pytest.mark.parametrize(
@@ -466,6 +483,8 @@ def test_malformed_events_fail_clearly_before_any_aws_call(world, event, message
         ({"REFRESH_PREFERENCES_JSON": "[]"}, "REFRESH_PREFERENCES_JSON"),
     ],
 )
-def test_bad_environment_is_named(world, override, message):
+def test_bad_environment_is_named(bare, override, message):
+    session, emulator = bare
     with pytest.raises(InvalidInputError, match=message):
-        app.handle({}, world.env(**override), world.session)
+        app.handle({}, {**STATIC_ENV, **override}, session)
+    assert emulator.calls == []
