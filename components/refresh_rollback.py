@@ -148,15 +148,21 @@ class RefreshWithRollback(pulumi.ComponentResource):
         super().__init__("golden-ami:refresh_rollback:RefreshWithRollback", name, None, opts)
         if not args.targets:
             raise ValueError(f"{name}: RefreshWithRollback needs at least one target group")
+        outside = sorted({t.region for t in args.targets} - set(args.regions))
+        if outside:
+            raise ValueError(f"{name}: targets in {outside} are outside the stack's regions")
         self._name = name
         self._args = args
         child = pulumi.ResourceOptions(parent=self)
 
+        # A region without groups gets nothing: a refresh Lambda there could only fail, and the
+        # fan-out reports a missing function as not enrolled.
+        regions = [r for r in args.regions if any(t.region == r for t in args.targets)]
         self.alarm_names = {
             region: {
                 cluster: self._rollback_alarm_names(cluster) for cluster in self._clusters(region)
             }
-            for region in args.regions
+            for region in regions
         }
 
         refresh_role = aws.iam.Role(
@@ -176,7 +182,7 @@ class RefreshWithRollback(pulumi.ComponentResource):
                         ecs_instance_role_arn=args.ecs_instance_role_arn,
                         log_group_arns=[
                             lambda_log_group_arn(region, account_id, args.function_name)
-                            for region in args.regions
+                            for region in regions
                         ],
                     )
                 )
@@ -185,8 +191,7 @@ class RefreshWithRollback(pulumi.ComponentResource):
         )
 
         functions = {
-            region: self._regional(region, refresh_role, refresh_role_policy)
-            for region in args.regions
+            region: self._regional(region, refresh_role, refresh_role_policy) for region in regions
         }
 
         invoke_role = aws.iam.Role(
@@ -285,16 +290,15 @@ class RefreshWithRollback(pulumi.ComponentResource):
             ),
         )
 
-        if targets:
-            self._invoke_on(
-                f"{prefix}-refresh-finished",
-                function,
-                opts,
-                event_pattern=json.dumps(
-                    refresh_finished_event_pattern([t.auto_scaling_group_name for t in targets])
-                ),
-                description="Re-run convergence when a refresh of a configured group finishes",
-            )
+        self._invoke_on(
+            f"{prefix}-refresh-finished",
+            function,
+            opts,
+            event_pattern=json.dumps(
+                refresh_finished_event_pattern([t.auto_scaling_group_name for t in targets])
+            ),
+            description="Re-run convergence when a refresh of a configured group finishes",
+        )
         if args.converge_schedule:
             self._invoke_on(
                 f"{prefix}-converge",
@@ -305,7 +309,7 @@ class RefreshWithRollback(pulumi.ComponentResource):
                 description="Periodic convergence: catch-up events are best-effort",
             )
         key_arn = args.ami_kms_key_arns.get(region, "")
-        if key_arn and targets:
+        if key_arn:
             aws.kms.Grant(
                 f"{prefix}-autoscaling-ami-key",
                 name=f"{args.environment_name}-autoscaling-golden-ami",
@@ -351,8 +355,6 @@ class RefreshWithRollback(pulumi.ComponentResource):
     ) -> dict[str, list[aws.cloudwatch.MetricAlarm]]:
         """Each cluster's rollback alarms, by cluster name."""
         clusters = self._clusters(region)
-        if not clusters:
-            return {}
         log_groups = {
             cluster: aws.cloudwatch.LogGroup(
                 f"{self._name}-{region}-{cluster}-ecs-errors-logs",

@@ -548,3 +548,18 @@ def test_no_target_is_rejected() -> None:
     run = run_component(replace(DEV, targets=()), allow_failure=True)
     assert isinstance(run.error, ValueError)
     assert "needs at least one target group" in str(run.error)
+
+
+def test_a_region_without_groups_gets_no_regional_parts() -> None:
+    run = run_component(replace(DEV, regions=("eu-west-1", "ap-southeast-2")))
+    assert [p["region"] for p in run.resources_of_type(PROVIDER)] == ["eu-west-1"]
+    assert len(run.resources_of_type(FUNCTION)) == 1
+    invoke = run.one(ROLE_POLICY, f"{NAME}-invoke-policy").json("policy")
+    assert all("ap-southeast-2" not in arn for arn in invoke["Statement"][0]["Resource"])
+
+
+def test_a_target_outside_the_regions_is_rejected() -> None:
+    stray = target("dev-ecs-general", "lt-0123456789abcdef0", "dev-general", region="us-west-2")
+    run = run_component(replace(DEV, targets=(*DEV.targets, stray)), allow_failure=True)
+    assert isinstance(run.error, ValueError)
+    assert "targets in ['us-west-2'] are outside the stack's regions" in str(run.error)
