@@ -54,6 +54,7 @@ def handle_batch(
         "payloadEvents": len(payload_changes),
         "imageEvents": len(image_changes),
         "ignored": ignored,
+        "taggedAmis": [],
     }
     if not payload_changes and not image_changes:
         summary["decision"] = {"action": "none", "reason": "no relevant record in batch"}
@@ -76,11 +77,9 @@ def handle_batch(
         )
     log(LOGGER, "build decision", pipelineArn=settings.pipeline_arn, **summary["decision"])
 
-    tagged = []
     for region, ami_id, digest in logic.amis_to_tag(image_changes, images):
         aws.tag_ami(region, ami_id, digest)
-        tagged.append({"region": region, "amiId": ami_id, "digest": digest})
-    if tagged:
-        log(LOGGER, "output AMIs tagged with payload digest", amis=tagged)
-    summary["taggedAmis"] = tagged
+        summary["taggedAmis"].append({"region": region, "amiId": ami_id, "digest": digest})
+    if summary["taggedAmis"]:
+        log(LOGGER, "output AMIs tagged with payload digest", amis=summary["taggedAmis"])
     return summary
