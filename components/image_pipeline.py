@@ -501,7 +501,7 @@ class GoldenImagePipeline(pulumi.ComponentResource):
             opts=child,
         )
         queue = aws.sqs.Queue(
-            f"{name}-build-trigger",
+            f"{name}-build-trigger-queue",
             sqs_managed_sse_enabled=True,
             # AWS guidance for Lambda event sources: six function timeouts plus the batching window.
             visibility_timeout_seconds=6 * TRIGGER_TIMEOUT_SECONDS + args.build_settle_seconds,

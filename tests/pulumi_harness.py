@@ -221,8 +221,7 @@ class GoldenAmiMocks(pulumi.runtime.Mocks):
             state["url"] = f"https://sqs.{region}.amazonaws.com/{self.account_id}/{physical_name}"
         if args.typ == "aws:iam/role:Role":
             state["uniqueId"] = "AROA" + hashlib.sha1(physical_name.encode()).hexdigest()[:17]
-        resource_id = state.get("arn", f"{physical_name}-id")
-        return resource_id, state
+        return _physical_id(args.typ, state, physical_name), state
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:
         self.run.calls.append((args.token, dict(args.args)))
@@ -292,6 +291,15 @@ class RecordingEngine(pulumi_mocks.MockEngine):
 
         severity = engine_pb2.LogSeverity.Name(request.severity)
         self.run.logs.append((severity, request.message))
+
+
+def _physical_id(type_token: str, state: Mapping[str, Any], physical_name: str) -> str:
+    """The id AWS gives the resource: its name for most, the ARN or URL for some."""
+    if type_token == "aws:sqs/queue:Queue":
+        return state["url"]
+    if type_token == "aws:sns/topic:Topic" or type_token.startswith("aws:imagebuilder/"):
+        return state["arn"]
+    return physical_name
 
 
 def _autoname(logical_name: str) -> str:
