@@ -6,6 +6,7 @@ arrays and objects as JSON), runs the program on a fresh event loop against a re
 monitor, and returns a `StackRun` holding every resource (type, logical name, parent, inputs,
 options, mocked outputs), every provider function call and the stack outputs.
 
+`run_program(fn, ...)` does the same for any program, e.g. one component built from test args.
 Used by the pytest fixtures in `tests/conftest.py` and importable from outside the tests (no
 pytest here), e.g. by the demo to print a stack's resource tree: `print(run_stack("infra").tree())`.
 
@@ -13,7 +14,8 @@ Resource inputs are recorded as they travel over the wire: camelCase property na
 (`eventPattern`, `versioningConfiguration`), nested args as plain dicts, JSON documents as
 strings (use `RecordedResource.json(prop)`), and unknown-at-preview values resolved because
 runs are never previews. The mocks answer like AWS would for the few things programs read back
-from a resource: ARNs, ids, autonamed physical names and queue URLs.
+from a resource: ARNs, ids (the name, or the ARN / URL where AWS uses those), autonamed
+physical names and queue URLs.
 """
 
 from __future__ import annotations
