@@ -274,7 +274,8 @@ class RefreshPreferences(_StrictModel):
             "StandbyInstances": self.standby_instances,
         }
         if not self.checkpoint_percentages:
-            del preferences["CheckpointPercentages"]
+            # The API rejects a CheckpointDelay without CheckpointPercentages.
+            del preferences["CheckpointPercentages"], preferences["CheckpointDelay"]
         return preferences
 
 
