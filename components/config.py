@@ -368,7 +368,7 @@ class InfraConfig(CommonConfig):
     list_accounts_role_arn: OptionalRoleArn = ""
     include_infra_account: bool = False
     expected_account_ids: tuple[AccountId, ...] = ()
-    fanout_max_concurrency: Annotated[int, Field(ge=1, le=64)] = 16
+    fanout_max_concurrency: Annotated[int, Field(ge=1, le=64)] = 32
     fanout_timeout_seconds: Annotated[int, Field(ge=1, le=900)] = 300
 
     @property

@@ -590,7 +590,6 @@ class GoldenImagePipeline(pulumi.ComponentResource):
                     "PIPELINE_ARN": pipeline.arn,
                     "BUCKET_NAME": args.bucket_name,
                     "PAYLOAD_PREFIX": args.payload_prefix,
-                    "SETTLE_SECONDS": str(args.build_settle_seconds),
                 }
             ),
             tags=tags,
