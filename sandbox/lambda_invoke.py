@@ -11,9 +11,9 @@ the workload handler:
   account and the client's region. An unknown function answers `ResourceNotFoundException`, a
   caller from another account `AccessDeniedException` (no resource policy is emulated);
 - `InvocationType="Event"` is queued and answered 202, like Lambda's async queue; `drain()` runs
-  the queue in order on the caller's thread. This also keeps concurrent callers (the fan-out's
-  thread pool) from running handlers at once, which matters because a handler's environment is
-  the process environment;
+  the queue on the caller's thread. Concurrent callers (the fan-out's thread pool) therefore
+  only enqueue and never run handlers at once, which matters because a handler's environment is
+  the process environment; a synchronous invoke from another thread waits for the running one;
 - a handler runs with the environment Lambda gives it: the function's variables, `AWS_REGION`,
   and credentials of its execution role (assumed through STS, so they select the function's
   account in moto). The previous environment is restored afterwards.
@@ -28,7 +28,6 @@ import re
 import threading
 import traceback
 import uuid
-from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -104,8 +103,10 @@ class LambdaRouter:
         """`base_session` assumes the execution roles (any credentials moto accepts)."""
         self._base_session = base_session or boto3.Session(region_name="us-east-1")
         self._functions: dict[str, LambdaFunction] = {}
-        self._queue: deque[tuple[LambdaFunction, Any, str]] = deque()
-        self._lock = threading.RLock()
+        self._queue: list[tuple[LambdaFunction, Any]] = []
+        self._queue_lock = threading.Lock()
+        # Held while a handler runs: its environment is the process environment.
+        self._run_lock = threading.RLock()
         self._request_count = 0
         self.invocations: list[Invocation] = []
 
@@ -127,11 +128,18 @@ class LambdaRouter:
                 botocore.handlers.BUILTIN_HANDLERS.remove(hook)
 
     def drain(self) -> list[Invocation]:
-        """Run queued async invocations, including any they queue, oldest first."""
+        """Run queued async invocations, then those they queued, until the queue is empty.
+
+        Lambda does not order asynchronous invocations, and callers such as the fan-out queue
+        them from a thread pool; each round runs in a canonical order (function, payload) so a
+        run does not depend on thread timing.
+        """
         ran = []
         while self._queue:
-            function, event, request_id = self._queue.popleft()
-            ran.append(self._run(function, event, "Event", request_id))
+            with self._queue_lock:
+                batch, self._queue = self._queue, []
+            batch.sort(key=lambda queued: (queued[0].arn, json.dumps(queued[1], sort_keys=True)))
+            ran.extend(self._run(function, event, "Event") for function, event in batch)
         return ran
 
     @property
@@ -176,15 +184,13 @@ class LambdaRouter:
                 400, "InvalidRequestContentException", "Could not parse request body into json"
             )
         invocation_type = params.get("InvocationType", "RequestResponse")
-        with self._lock:
-            self._request_count += 1
-            request_id = str(uuid.uuid5(_REQUEST_NAMESPACE, str(self._request_count)))
-            if invocation_type == "DryRun":
-                return _ok(204, {"StatusCode": 204})
-            if invocation_type == "Event":
-                self._queue.append((function, event, request_id))
-                return _ok(202, {"StatusCode": 202, "Payload": _body(b"")})
-            invocation = self._run(function, event, invocation_type, request_id)
+        if invocation_type == "DryRun":
+            return _ok(204, {"StatusCode": 204})
+        if invocation_type == "Event":
+            with self._queue_lock:
+                self._queue.append((function, event))
+            return _ok(202, {"StatusCode": 202, "Payload": _body(b"")})
+        invocation = self._run(function, event, invocation_type)
         if invocation.error is not None:
             payload = json.dumps({"errorMessage": invocation.error, "errorType": "Exception"})
             return _ok(
@@ -221,7 +227,13 @@ class LambdaRouter:
     def _describe(name: str, caller_account: str) -> str:
         return name if name.startswith("arn:") else f"{name} (account {caller_account})"
 
-    def _run(
+    def _run(self, function: LambdaFunction, event: Any, invocation_type: str) -> Invocation:
+        with self._run_lock:
+            self._request_count += 1
+            request_id = str(uuid.uuid5(_REQUEST_NAMESPACE, str(self._request_count)))
+            return self._run_handler(function, event, invocation_type, request_id)
+
+    def _run_handler(
         self, function: LambdaFunction, event: Any, invocation_type: str, request_id: str
     ) -> Invocation:
         context = LambdaContext(
@@ -231,7 +243,7 @@ class LambdaRouter:
             memory_limit_in_mb=function.memory_mb,
             timeout_seconds=function.timeout_seconds,
         )
-        with self._lock, self._lambda_environment(function):
+        with self._lambda_environment(function):
             try:
                 result, error = function.handler(event, context), None
             except Exception as failure:  # a handler error is the invocation's result, as in Lambda
