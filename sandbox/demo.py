@@ -35,10 +35,13 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from pathlib import Path
 from typing import Any, TextIO
+from unittest import mock
 
 import boto3
+import botocore.loaders
 from moto import mock_aws
 from moto.moto_api._internal import mock_random
 
@@ -132,7 +135,7 @@ def parse_options(argv: Sequence[str]) -> DemoOptions:
 
 def run_demo(options: DemoOptions, out: TextIO | None) -> dict[str, Any]:
     """Run the story, print its timeline to `out`, write and return the report."""
-    with mock_aws(), _handler_logs_captured() as handler_logs:
+    with mock_aws(), _shared_service_models(), _handler_logs_captured() as handler_logs:
         mock_random.seed(options.seed)
         story = Story(options, out)
         with story.emulators_installed():
@@ -142,6 +145,18 @@ def run_demo(options: DemoOptions, out: TextIO | None) -> dict[str, Any]:
     if options.handler_log is not None:
         options.handler_log.write_text(handler_logs.getvalue())
     return report
+
+
+@contextmanager
+def _shared_service_models() -> Iterator[None]:
+    """One botocore data loader for every session of the run.
+
+    Each handler invocation builds its own boto3 Session, as in Lambda, and a new session parses
+    the service models and endpoint rules again: most of the run's time. Sharing the loader (its
+    cache holds read-only models) changes nothing but that.
+    """
+    with mock.patch("botocore.session.create_loader", cache(botocore.loaders.create_loader)):
+        yield
 
 
 @contextmanager
@@ -291,11 +306,13 @@ class Story:
 
     def _sessions_of(self, account: Account) -> Callable[[str], boto3.Session]:
         credentials = account.session.get_credentials().get_frozen_credentials()
-        return lambda region: boto3.Session(
-            aws_access_key_id=credentials.access_key,
-            aws_secret_access_key=credentials.secret_key,
-            aws_session_token=credentials.token,
-            region_name=region,
+        return cache(
+            lambda region: boto3.Session(
+                aws_access_key_id=credentials.access_key,
+                aws_secret_access_key=credentials.secret_key,
+                aws_session_token=credentials.token,
+                region_name=region,
+            )
         )
 
     def deploy_infra(self) -> None:

@@ -1,0 +1,176 @@
+"""`make demo` end to end: the whole story runs and its report says what happened (issue 5).
+
+One run of the default scenario (healthy, failing, not enrolled) through the CLI entry point,
+shared by the assertions below; then the option parsing's failure paths.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sandbox import demo
+from sandbox.demo import DemoOptions, parse_options
+from sandbox.timeline import TimelineEntry, format_entry
+
+HEALTHY, FAILING, NOT_ENROLLED = "workload-01", "workload-02", "workload-03"
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], str]:
+    report_path = tmp_path_factory.mktemp("demo") / "demo-report.json"
+    out = io.StringIO()
+    assert demo.main(["--report", str(report_path)], out) == 0
+    return json.loads(report_path.read_text()), out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def report(run: tuple[dict[str, Any], str]) -> dict[str, Any]:
+    return run[0]
+
+
+def account(report: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(a for a in report["accounts"] if a["name"] == name)
+
+
+def entries(report: dict[str, Any], account_name: str, step: str) -> list[tuple[int, dict]]:
+    return [
+        (index, entry)
+        for index, entry in enumerate(report["timeline"])
+        if entry["account"] == account_name and entry["step"] == step
+    ]
+
+
+def test_report_has_exactly_the_documented_schema(report: dict[str, Any]) -> None:
+    assert report.keys() == {"image", "accounts", "timeline"}
+    assert report["image"].keys() == {"arn", "amiId", "payloads"}
+    for entry in report["accounts"]:
+        assert entry.keys() == {"accountId", "name", "outcome", "groups"}
+        for group in entry["groups"]:
+            assert group.keys() == {"name", "refreshStatus", "imageBefore", "imageAfter"}
+    assert all(e.keys() == {"time", "account", "step", "result"} for e in report["timeline"])
+
+
+def test_fan_out_outcome_per_account(report: dict[str, Any]) -> None:
+    outcomes = {a["name"]: a["outcome"] for a in report["accounts"]}
+    assert outcomes == {HEALTHY: "invoked", FAILING: "invoked", NOT_ENROLLED: "not-enrolled"}
+
+
+def test_healthy_group_ends_successful_on_the_new_ami(report: dict[str, Any]) -> None:
+    [group] = account(report, HEALTHY)["groups"]
+    assert group["refreshStatus"] == "Successful"
+    assert group["imageAfter"] == report["image"]["amiId"]
+    assert group["imageBefore"] != report["image"]["amiId"]
+
+
+def test_failing_group_rolls_back_to_the_old_ami(report: dict[str, Any]) -> None:
+    [group] = account(report, FAILING)["groups"]
+    assert group["refreshStatus"] == "RollbackSuccessful"
+    assert group["imageAfter"] == group["imageBefore"] != report["image"]["amiId"]
+
+
+def test_unenrolled_account_is_untouched(report: dict[str, Any]) -> None:
+    [group] = account(report, NOT_ENROLLED)["groups"]
+    assert group["refreshStatus"] is None
+    assert group["imageAfter"] == group["imageBefore"]
+
+
+def test_image_manifest_lists_the_sh_payloads_in_key_order(report: dict[str, Any]) -> None:
+    payloads = report["image"]["payloads"]
+    expected = sorted(
+        (key, body)
+        for key, body in demo.BASELINE_PAYLOADS + demo.STORY_PAYLOADS
+        if key.endswith(".sh")
+    )
+    assert [p["key"] for p in payloads] == [key for key, _ in expected]
+    assert [p["sha256"] for p in payloads] == [
+        hashlib.sha256(body.encode()).hexdigest() for _, body in expected
+    ]
+    assert all(p["versionId"] for p in payloads)
+
+
+def test_the_burst_started_one_build_and_the_readme_none(report: dict[str, Any]) -> None:
+    uploads = [e["result"] for _, e in entries(report, "infra", "upload")]
+    assert "payloads/README.md → no rule matched" in uploads
+    decisions = [e["result"] for _, e in entries(report, "infra", "golden-ami-build-trigger")]
+    assert sum("start-build" in result for result in decisions) == 2  # baseline + the burst
+    assert any(result.startswith("batch of 2: start-build") for result in decisions)
+
+
+def test_alarm_fires_before_the_rollback_and_only_in_the_failing_account(
+    report: dict[str, Any],
+) -> None:
+    [alarm_at] = [
+        i for i, e in entries(report, FAILING, "alarm") if e["result"].endswith("OK → ALARM")
+    ]
+    rollback_at = next(
+        i
+        for i, e in entries(report, FAILING, "instance refresh")
+        if e["result"] == "Rollback Started"
+    )
+    matched = [
+        e for _, e in entries(report, FAILING, "ECS events") if "→ 0 matched" not in e["result"]
+    ]
+    assert matched, "no ECS error reached the failing account's log group"
+    assert alarm_at < rollback_at
+    assert not [e for _, e in entries(report, HEALTHY, "alarm") if "ALARM" in e["result"]]
+    # The healthy cluster's events went through the same rule and were not counted.
+    assert all("→ 0 matched" in e["result"] for _, e in entries(report, HEALTHY, "ECS events"))
+
+
+def test_finished_refreshes_come_back_through_the_catch_up_rule(report: dict[str, Any]) -> None:
+    healthy = [e["result"] for _, e in entries(report, HEALTHY, "refresh (catch-up)")]
+    failing = [e["result"] for _, e in entries(report, FAILING, "refresh (catch-up)")]
+    assert healthy == [f"web-ecs: current — version 2 already uses {report['image']['amiId']}"]
+    assert len(failing) == 1 and "quarantined" in failing[0]
+
+
+def test_second_convergence_keeps_the_rolled_back_ami_quarantined(report: dict[str, Any]) -> None:
+    new_ami = report["image"]["amiId"]
+    [(_, failing)] = entries(report, FAILING, "converge (second run)")
+    [(_, healthy)] = entries(report, HEALTHY, "converge (second run)")
+    assert failing["result"].startswith(f"web-ecs: quarantined — {new_ami} was rolled back")
+    assert healthy["result"].startswith("web-ecs: current")
+    assert not entries(report, NOT_ENROLLED, "converge (second run)")
+
+
+def test_timeline_is_printed_as_recorded(run: tuple[dict[str, Any], str]) -> None:
+    report, printed = run
+    lines = printed.splitlines()
+    positions = [lines.index(format_entry(TimelineEntry(**e))) for e in report["timeline"]]
+    assert positions == sorted(positions)
+    assert report["timeline"][0]["time"] == "+00:00:00"
+
+
+# --- options ---------------------------------------------------------------------------------
+
+
+def test_options_pick_the_failing_account_by_index_or_name(tmp_path: Path) -> None:
+    assert parse_options(["--accounts", "5", "--failing", "3"]).failing_name() == "workload-03"
+    assert parse_options(["--failing", "workload-01"]).failing_name() == "workload-01"
+    assert parse_options(["--failing", "none"]).failing_name() is None
+    options = parse_options(["--seed", "3", "--report", str(tmp_path / "r.json")])
+    assert options == DemoOptions(seed=3, report=tmp_path / "r.json")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--accounts", "2"], "--accounts 2: at least 3"),
+        (["--failing", "3"], "--failing '3': expected an enrolled account's index (1-2)"),
+        (["--failing", "workload-03"], "the last account has no workload stack"),
+        (["--failing", "payments"], "or name (workload-01, workload-02)"),
+    ],
+)
+def test_bad_options_are_rejected_with_what_is_allowed(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        parse_options(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
