@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import boto3
@@ -187,3 +188,48 @@ def test_hooks_are_removed_when_the_router_is_uninstalled() -> None:
         # moto itself answers now: it has no such function.
         assert error.value.response["Error"]["Code"] == "ResourceNotFoundException"
         assert router.invocations == []
+
+
+def test_drain_order_does_not_depend_on_which_thread_queued_first(router: LambdaRouter) -> None:
+    lambda_client = client_in(WORKLOAD)
+
+    def invoke(n: int) -> None:
+        lambda_client.invoke(
+            FunctionName=WORKLOAD_FUNCTION.arn, InvocationType="Event", Payload=json.dumps({"n": n})
+        )
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(invoke, [3, 1, 2, 0]))
+
+    assert [invocation.event["n"] for invocation in router.drain()] == [0, 1, 2, 3]
+
+
+def test_invocations_queued_by_a_handler_run_in_the_next_round() -> None:
+    with mock_aws():
+        router = LambdaRouter()
+
+        def fan_out(event: dict[str, Any], context: Any) -> str:
+            boto3.Session().client("lambda").invoke(
+                FunctionName=WORKLOAD_FUNCTION.arn, InvocationType="Event", Payload=b"{}"
+            )
+            return "queued"
+
+        router.register(WORKLOAD_FUNCTION)
+        router.register(
+            LambdaFunction(
+                account=WORKLOAD,
+                region=REGION,
+                name="fan-out",
+                handler=fan_out,
+                role_arn=f"arn:aws:iam::{WORKLOAD}:role/fanout-role",
+            )
+        )
+        with router.installed():
+            client_in(WORKLOAD).invoke(FunctionName="fan-out", InvocationType="Event")
+            ran = router.drain()
+
+    assert [invocation.function_arn.rsplit(":", 1)[1] for invocation in ran] == [
+        "fan-out",
+        "refresh",
+    ]
+    assert ran[1].result["account"] == WORKLOAD
