@@ -1,0 +1,1 @@
+"""Generated documentation tables and the scripts that generate them."""
