@@ -23,6 +23,7 @@ from components.policies import (
     lambda_log_group_arn,
     lambda_trust_policy,
 )
+from handlers.fanout.app import METRIC_NAMES
 from handlers.fanout.logic import FAILED
 
 # The work is I/O-bound, but Lambda allocates CPU in proportion to memory (1 vCPU at 1,769 MB)
@@ -195,7 +196,7 @@ class OrgFanout(pulumi.ComponentResource):
             name=f"{args.function_name}-failed-accounts",
             alarm_description="The golden AMI fan-out could not hand an image to an account",
             namespace=FANOUT_METRIC_NAMESPACE,
-            metric_name=FAILED,
+            metric_name=METRIC_NAMES[FAILED],  # the name the handler publishes
             statistic="Sum",
             period=300,
             evaluation_periods=1,

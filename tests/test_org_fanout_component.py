@@ -13,6 +13,7 @@ import pytest
 from components.lambda_code import LAMBDA_RUNTIME
 from components.org_fanout import FANOUT_MEMORY_MB, OrgFanout, OrgFanoutArgs
 from components.policies import fanout_policy
+from handlers.fanout.app import METRIC_NAMES
 from handlers.fanout.logic import FAILED
 from tests.pulumi_harness import RecordedResource, StackRun, run_program
 
@@ -167,7 +168,7 @@ def test_failure_alarms_watch_errors_and_failed_accounts() -> None:
     errors, failed = alarms[f"{NAME}-errors"], alarms[f"{NAME}-failed-accounts"]
     assert (errors["namespace"], errors["metricName"]) == ("AWS/Lambda", "Errors")
     assert errors["dimensions"] == {"FunctionName": FUNCTION_NAME}
-    assert (failed["namespace"], failed["metricName"]) == ("GoldenAmi", FAILED)
+    assert (failed["namespace"], failed["metricName"]) == ("GoldenAmi", METRIC_NAMES[FAILED])
     for alarm in (errors, failed):
         assert (alarm["comparisonOperator"], alarm["threshold"]) == ("GreaterThanThreshold", 0)
         assert alarm["treatMissingData"] == "notBreaching"
