@@ -39,3 +39,40 @@ def aws_event() -> Callable[[str], dict[str, Any]]:
         return json.loads((FIXTURES / f"{name}.json").read_text())
 
     return load
+
+
+# --- least-privilege recording (tests/iam_recorder.py; owned with tests/test_least_privilege.py) --
+# Installed at import, before any test creates a boto3 Session, so every AWS call a handler makes
+# anywhere in the suite is recorded. The comparison runs last and must know whether the suite was
+# filtered: which test files were selected, and whether any of their tests were deselected.
+
+from tests.iam_recorder import ApiCallRecorder  # noqa: E402
+
+API_CALLS = ApiCallRecorder()
+API_CALLS.install()
+LEAST_PRIVILEGE_MODULE = "tests/test_least_privilege.py"
+_SELECTION: dict[str, set[str]] = {"selected": set(), "deselected": set()}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: item.nodeid.startswith(LEAST_PRIVILEGE_MODULE))  # stable sort
+
+
+def pytest_deselected(items: list[pytest.Item]) -> None:
+    _SELECTION["deselected"].update(item.nodeid.split("::")[0] for item in items)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    _SELECTION["selected"].update(item.nodeid.split("::")[0] for item in session.items)
+
+
+@pytest.fixture(scope="session")
+def api_calls() -> ApiCallRecorder:
+    """Every AWS call a handler has made so far in this session (tests/iam_recorder.py)."""
+    return API_CALLS
+
+
+@pytest.fixture(scope="session")
+def fully_run_test_files() -> set[str]:
+    """Test files (`tests/test_x.py`) selected with none of their tests deselected."""
+    return _SELECTION["selected"] - _SELECTION["deselected"]
