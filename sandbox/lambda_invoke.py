@@ -203,12 +203,13 @@ class LambdaRouter:
 
     def _account_of(self, request_signer: Any) -> str:
         credentials = request_signer._credentials.get_frozen_credentials()
-        sts = boto3.Session(
+        sts = self._base_session.client(
+            "sts",
+            region_name=request_signer._region_name,
             aws_access_key_id=credentials.access_key,
             aws_secret_access_key=credentials.secret_key,
             aws_session_token=credentials.token,
-            region_name=request_signer._region_name,
-        ).client("sts")
+        )
         return sts.get_caller_identity()["Account"]
 
     def _resolve(self, name: str, caller_account: str, region: str) -> LambdaFunction | None:

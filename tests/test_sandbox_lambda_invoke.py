@@ -6,9 +6,12 @@ import json
 import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from functools import cache
 from typing import Any
+from unittest import mock
 
 import boto3
+import botocore.loaders
 import pytest
 from botocore.exceptions import ClientError
 from moto import mock_aws
@@ -44,6 +47,13 @@ WORKLOAD_FUNCTION = LambdaFunction(
     role_arn=f"arn:aws:iam::{WORKLOAD}:role/refresh-role",
     environment={"IMAGE_PREFIX": "golden-ecs-al2023"},
 )
+
+
+@pytest.fixture(autouse=True)
+def shared_service_models() -> Iterator[None]:
+    """One botocore loader for the module's many sessions: parsing models is the slow part."""
+    with mock.patch("botocore.session.create_loader", cache(botocore.loaders.create_loader)):
+        yield
 
 
 @pytest.fixture
