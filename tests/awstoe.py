@@ -10,7 +10,8 @@ status 194 makes AWSTOE reboot the instance and run the same step again.
 - `bin/` comes first on PATH with fake `aws` (answers `s3api list-object-versions` and
   `get-object` from a recorded S3 listing and object bodies), `systemctl` and `dnf` (record
   their arguments; `dnf install awscli-2` installs the fake `aws`), and `python3` (this
-  interpreter). The rest of PATH is /usr/bin:/bin only, so no real AWS CLI is ever reached.
+  interpreter, newer than AL2023's 3.9: tests check the document's Python parses as 3.9).
+  The rest of PATH is /usr/bin:/bin only, so no real AWS CLI is ever reached.
 - `root/` stands in for `/`: the absolute paths the document writes (`REDIRECTED_PATHS`) are
   rewritten into it in the script text before bash runs it. The document hard-codes them, as a
   build host script should; the rewrite keeps the test away from the machine's own /etc and
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterable, Mapping
@@ -117,13 +119,22 @@ _FAKE_AWS = r"""
 record aws "$@"
 s3="$FAKE_HOST_STATE/s3"
 usage() { echo "aws: error: unexpected arguments: $*" >&2; exit 252; }
-fail() {  # a modelled service error, the way the CLI prints it
-  printf '\nAn error occurred (%s) when calling the %s operation: %s\n' \
-    "$(cut -f 1 "$2")" "$1" "$(cut -f 2- "$2")" >&2
+fail() {  # <operation> <code> <message>: a modelled service error, printed as the CLI does
+  printf '\nAn error occurred (%s) when calling the %s operation: %s\n' "$2" "$1" "$3" >&2
   exit 254
+}
+fail_as_in() {  # <operation> <file holding "code<TAB>message">
+  local code message
+  IFS=$'\t' read -r code message < "$2"
+  fail "$1" "$code" "$message"
 }
 (( $# >= 2 )) && [[ $1 == s3api ]] || usage "$@"
 operation=$2
+case $operation in
+  list-object-versions) api=ListObjectVersions ;;
+  get-object) api=GetObject ;;
+  *) usage "$operation" ;;
+esac
 shift 2
 declare -A option=()
 positional=()
@@ -137,10 +148,8 @@ while (( $# )); do
     *) positional+=("$1"); shift ;;
   esac
 done
-[[ ${option[--bucket]-} == "$(<"$s3/bucket")" ]] || {
-  printf 'NoSuchBucket\tThe specified bucket does not exist\n' > "$s3/no-such-bucket"
-  fail "${operation}" "$s3/no-such-bucket"
-}
+[[ ${option[--bucket]-} == "$(<"$s3/bucket")" ]] \
+  || fail "$api" NoSuchBucket "The specified bucket does not exist"
 case $operation in
   list-object-versions)
     (( ${#positional[@]} == 0 )) && [[ ! -v option[--key] && ! -v option[--version-id] ]] \
@@ -148,22 +157,19 @@ case $operation in
     [[ ${option[--output]-} == json ]] || usage "--output must be json: the runner parses it"
     [[ ${option[--prefix]-} == "$(<"$s3/prefix")" ]] \
       || usage "this fake serves prefix $(<"$s3/prefix") only, not ${option[--prefix]-}"
-    [[ ! -e $s3/list-error ]] || fail ListObjectVersions "$s3/list-error"
+    [[ ! -e $s3/list-error ]] || fail_as_in "$api" "$s3/list-error"
     cat "$s3/list.json" ;;
   get-object)
     (( ${#positional[@]} == 1 )) && [[ ! -v option[--prefix] && ! -v option[--output] ]] \
       || usage "${positional[@]}"
     object="$s3/objects/${option[--version-id]-}"
     [[ ${option[--version-id]-} =~ ^[A-Za-z0-9._-]+$ && -d $object \
-      && $(<"$object/key") == "${option[--key]-}" ]] || {
-      printf 'NoSuchVersion\tThe specified version does not exist.\n' > "$s3/no-such-version"
-      fail GetObject "$s3/no-such-version"
-    }
-    [[ ! -e $object/error ]] || fail GetObject "$object/error"
+      && $(<"$object/key") == "${option[--key]-}" ]] \
+      || fail "$api" NoSuchVersion "The specified version does not exist."
+    [[ ! -e $object/error ]] || fail_as_in "$api" "$object/error"
     cp "$object/body" "${positional[0]}"
     printf '{"VersionId": "%s", "ContentLength": %s}\n' \
       "${option[--version-id]}" "$(wc -c < "$object/body")" ;;
-  *) usage "$operation" ;;
 esac
 """
 
@@ -228,6 +234,8 @@ class BuildHost:
         content)}. `errors`: {"ListObjectVersions" or a version id: (code, message)}.
         """
         s3 = self.state / "s3"
+        shutil.rmtree(s3)
+        s3.mkdir()
         (s3 / "bucket").write_text(bucket)
         (s3 / "prefix").write_text(prefix)
         under_prefix = {
@@ -245,14 +253,14 @@ class BuildHost:
         )
         errors = dict(errors or {})
         if "ListObjectVersions" in errors:
-            (s3 / "list-error").write_text("\t".join(errors.pop("ListObjectVersions")))
+            (s3 / "list-error").write_text("\t".join(errors.pop("ListObjectVersions")) + "\n")
         for version_id, (key, content) in (bodies or {}).items():
             object_dir = s3 / "objects" / version_id
             object_dir.mkdir(parents=True)
             (object_dir / "key").write_text(key)
             (object_dir / "body").write_bytes(content)
             if version_id in errors:
-                (object_dir / "error").write_text("\t".join(errors.pop(version_id)))
+                (object_dir / "error").write_text("\t".join(errors.pop(version_id)) + "\n")
         if errors:
             raise ValueError(f"errors for versions not served: {sorted(errors)}")
 

@@ -9,6 +9,7 @@ runner and the build trigger's adapter (handlers/build_trigger) read the same bu
 
 from __future__ import annotations
 
+import ast
 import fnmatch
 import hashlib
 import json
@@ -83,6 +84,25 @@ def test_build_phase_resets_the_ecs_agent_last() -> None:
 def test_every_step_runs_with_errexit_nounset_and_pipefail() -> None:
     for step in DOCUMENT.steps():
         assert step.inputs["commands"][0].startswith("set -euo pipefail"), step.name
+
+
+def test_embedded_python_runs_on_the_build_hosts_python_3_9() -> None:
+    # The fake host runs this interpreter; AL2023's python3 is 3.9.
+    script = DOCUMENT.bash("RunPayloads", {"Bucket": "b", "Prefix": "p/"})
+    snippets = re.findall(r"<<'PY'\n(.*?)^PY$", script, flags=re.DOTALL | re.MULTILINE)
+    assert len(snippets) == 2
+    for snippet in snippets:
+        ast.parse(snippet, feature_version=(3, 9))
+
+
+def test_substitution_refuses_a_parameter_without_a_value() -> None:
+    with pytest.raises(KeyError, match="parameter Prefix has no value"):
+        DOCUMENT.bash("RunPayloads", {"Bucket": "b"})
+
+
+def test_host_refuses_a_script_writing_outside_its_fake_root(host: BuildHost) -> None:
+    with pytest.raises(AssertionError, match=r"\['/opt/agent'\]"):
+        host.run("install -d /opt/agent\n")
 
 
 # --- S3 state (moto) and the fake build host -----------------------------------------------------
