@@ -100,11 +100,6 @@ def test_substitution_refuses_a_parameter_without_a_value() -> None:
         DOCUMENT.bash("RunPayloads", {"Bucket": "b"})
 
 
-def test_host_refuses_a_script_writing_outside_its_fake_root(host: BuildHost) -> None:
-    with pytest.raises(AssertionError, match=r"\['/opt/agent'\]"):
-        host.run("install -d /opt/agent\n")
-
-
 # --- S3 state (moto) and the fake build host -----------------------------------------------------
 
 
@@ -189,6 +184,11 @@ class Build:
 @pytest.fixture
 def host(tmp_path: Path) -> BuildHost:
     return BuildHost(tmp_path)
+
+
+def test_host_refuses_a_script_writing_outside_its_fake_root(host: BuildHost) -> None:
+    with pytest.raises(AssertionError, match=r"\['/opt/agent'\]"):
+        host.run("install -d /opt/agent\n")
 
 
 # --- running the payloads ------------------------------------------------------------------------
