@@ -147,9 +147,10 @@ def test_refresh_preferences_use_api_names_and_omit_empty_checkpoints() -> None:
         "BakeTime": 1800,
         "StandbyInstances": "Ignore",
     }
-    assert "CheckpointPercentages" not in (
-        parse_config(config_of("workload-dev")).refresh_preferences.to_api()
-    )
+    # The API rejects a CheckpointDelay without CheckpointPercentages.
+    dev_preferences = parse_config(config_of("workload-dev")).refresh_preferences.to_api()
+    assert "CheckpointPercentages" not in dev_preferences
+    assert "CheckpointDelay" not in dev_preferences
 
 
 def test_multi_region_key_is_addressed_in_each_region() -> None:
