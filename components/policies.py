@@ -70,12 +70,13 @@ def _list_prefix_statement(actions: list[str], bucket_arn: str, prefix: str) -> 
 def build_instance_payload_policy(bucket_arn: str, payload_prefix: str) -> Policy:
     """What the build instance needs beyond the AWS managed Image Builder / SSM policies.
 
-    It lists the payload prefix and reads any version of the objects under it: the component
-    downloads the exact versions it records. (AMI encryption happens during distribution, as
-    Image Builder's service-linked role, so the instance needs no key.)
+    It lists the versions under the payload prefix (ListObjectVersions is authorised by
+    s3:ListBucketVersions, not s3:ListBucket) and reads any version of the objects under it:
+    the component downloads the exact versions it records. (AMI encryption happens during
+    distribution, as Image Builder's service-linked role, so the instance needs no key.)
     """
     return _document(
-        _list_prefix_statement(["s3:ListBucket"], bucket_arn, payload_prefix),
+        _list_prefix_statement(["s3:ListBucketVersions"], bucket_arn, payload_prefix),
         {
             "Sid": "ReadPayloads",
             "Effect": "Allow",

@@ -447,7 +447,7 @@ def test_build_instance_role_has_only_ssm_image_builder_and_payload_read(infra: 
         "ListPayloadPrefix": {
             "Sid": "ListPayloadPrefix",
             "Effect": "Allow",
-            "Action": ["s3:ListBucket"],
+            "Action": ["s3:ListBucketVersions"],
             "Resource": f"arn:aws:s3:::{BUCKET}",
             "Condition": {"StringLike": {"s3:prefix": ["payloads/", "payloads/*"]}},
         },

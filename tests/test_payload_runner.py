@@ -492,11 +492,6 @@ def allows(policy: dict[str, Any], action: str, resource: str, context: dict[str
     return False
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="components/policies.py build_instance_payload_policy grants s3:ListBucket; "
-    "ListObjectVersions needs s3:ListBucketVersions (reported to the lead)",
-)
 def test_build_instance_policy_grants_every_call_the_runner_makes(
     full_build: tuple[PayloadStore, Build],
 ) -> None:
