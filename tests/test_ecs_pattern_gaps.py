@@ -1,8 +1,8 @@
 """DESIGN §6 cases the mutation check (docs/mutation-check.md) found no test for.
 
-A stopping task passes through DEACTIVATING, STOPPING and DEPROVISIONING before STOPPED, and ECS
-emits a task state change for each, already carrying the stop code. Only the final STOPPED event
-may count, or one failed task adds several to the rollback alarm's sum and a single crash can
+A stopping task passes through DEACTIVATING, STOPPING and DEPROVISIONING before STOPPED; the task
+state changes ECS emits once the stop is decided already carry the stop code. Only the final
+STOPPED event may count, or one failed task adds several to the rollback alarm's sum and a single crash can
 breach a threshold set "above the odd transient".
 """
 
