@@ -2,8 +2,8 @@
 
 A stopping task passes through DEACTIVATING, STOPPING and DEPROVISIONING before STOPPED; the task
 state changes ECS emits once the stop is decided already carry the stop code. Only the final
-STOPPED event may count, or one failed task adds several to the rollback alarm's sum and a single crash can
-breach a threshold set "above the odd transient".
+STOPPED event may count, or one failed task adds several to the rollback alarm's sum and a
+single crash can breach a threshold set "above the odd transient".
 """
 
 from __future__ import annotations
