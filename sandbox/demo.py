@@ -38,10 +38,8 @@ from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
 from typing import Any, TextIO
-from unittest import mock
 
 import boto3
-import botocore.loaders
 from moto import mock_aws
 from moto.moto_api._internal import mock_random
 
@@ -51,6 +49,7 @@ from sandbox.image_builder import ImageBuilderEmulator, sns_envelope
 from sandbox.instance_refresh import ACTIVE_STATUSES, InstanceRefreshEmulator
 from sandbox.lambda_invoke import Invocation, LambdaRouter
 from sandbox.moto_deploy import DeployedStack, deploy
+from sandbox.service_models import shared_service_models
 from sandbox.timeline import Timeline, write_report
 from tests.pulumi_harness import REPO_ROOT, run_stack
 
@@ -135,7 +134,7 @@ def parse_options(argv: Sequence[str]) -> DemoOptions:
 
 def run_demo(options: DemoOptions, out: TextIO | None) -> dict[str, Any]:
     """Run the story, print its timeline to `out`, write and return the report."""
-    with mock_aws(), _shared_service_models(), _handler_logs_captured() as handler_logs:
+    with mock_aws(), shared_service_models(), _handler_logs_captured() as handler_logs:
         mock_random.seed(options.seed)
         story = Story(options, out)
         with story.emulators_installed():
@@ -145,18 +144,6 @@ def run_demo(options: DemoOptions, out: TextIO | None) -> dict[str, Any]:
     if options.handler_log is not None:
         options.handler_log.write_text(handler_logs.getvalue())
     return report
-
-
-@contextmanager
-def _shared_service_models() -> Iterator[None]:
-    """One botocore data loader for every session of the run.
-
-    Each handler invocation builds its own boto3 Session, as in Lambda, and a new session parses
-    the service models and endpoint rules again: most of the run's time. Sharing the loader (its
-    cache holds read-only models) changes nothing but that.
-    """
-    with mock.patch("botocore.session.create_loader", cache(botocore.loaders.create_loader)):
-        yield
 
 
 @contextmanager

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import pytest
 
+from sandbox.service_models import shared_service_models
 from tests.pulumi_harness import FIXTURES, StackRun, run_stack
 
 __all__ = ["FIXTURES"]
@@ -29,6 +30,13 @@ def stack_run() -> Callable[..., StackRun]:
         return runs[cache_key]
 
     return run
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _shared_service_models() -> Iterator[None]:
+    """Parse each botocore service model once per run, not once per boto3 Session."""
+    with shared_service_models():
+        yield
 
 
 @pytest.fixture(scope="session")
