@@ -458,6 +458,30 @@ def test_expected_account_that_denies_assume_role_is_failed_not_not_enrolled(org
     assert published_metrics()["NotEnrolled"] == 0.0
 
 
+def test_expected_account_covering_no_region_of_the_image_is_failed(org, edge, env, log_lines):
+    """The role is there but no refresh function in any region: enrolment is broken."""
+    partial = org.add_account("partial")
+    org.enroll(partial, regions=REGIONS[:1])
+    without_functions = org.add_account("no-functions")
+    org.enroll(without_functions, regions=())
+    env.setenv("EXPECTED_ACCOUNT_IDS", f"{partial},{without_functions}")
+
+    with pytest.raises(app.FanoutFailedError):
+        run(edge)
+
+    outcomes = {
+        (a["accountId"], region): outcome
+        for a in summary_line(log_lines)["accounts"]
+        for region, outcome in a["regions"].items()
+    }
+    assert outcomes == {
+        (partial, REGIONS[0]): "invoked",
+        (partial, REGIONS[1]): "not-enrolled",
+        (without_functions, REGIONS[0]): "failed",
+        (without_functions, REGIONS[1]): "failed",
+    }
+
+
 def test_expected_account_missing_from_the_organization_is_failed(org, edge, env, log_lines):
     enrolled = org.add_account("enrolled")
     org.enroll(enrolled)

@@ -228,6 +228,31 @@ def test_error_classification(stage, code, expected, outcome):
     assert reason
 
 
+def test_expected_account_without_the_function_in_any_region_is_failed():
+    missing = "function not found: the workload stack does not cover this region"
+    outcomes = [
+        Outcome("111111111111", "eu-west-1", INVOKED),
+        Outcome("111111111111", "us-east-1", NOT_ENROLLED, missing),
+        Outcome("222222222222", "eu-west-1", NOT_ENROLLED, missing),
+        Outcome("222222222222", "us-east-1", NOT_ENROLLED, missing),
+        Outcome("333333333333", "eu-west-1", NOT_ENROLLED, missing),
+    ]
+
+    result = logic.unreached_expected_accounts(
+        outcomes, frozenset({"111111111111", "222222222222"})
+    )
+
+    # Expected and covered in one region: the other region is simply not covered.
+    assert result[:2] == outcomes[:2]
+    # Expected and reachable nowhere: a broken enrolment, never "not-enrolled".
+    assert [(o.outcome, o.reason) for o in result[2:4]] == [
+        (FAILED, "expected account has no refresh function in any region of the image")
+    ] * 2
+    # Not expected: keeps the benefit of the doubt.
+    assert result[4] == outcomes[4]
+    assert logic.should_fail(result)
+
+
 def test_summary_counts_every_pair_and_explains_only_problems():
     outcomes = [
         Outcome("222222222222", "us-east-1", NOT_ENROLLED, "AccessDenied on AssumeRole"),

@@ -171,6 +171,9 @@ def fan_out(
         missing = logic.missing_expected_accounts(settings, futures.values(), infra_account_id)
         reason = f"expected account not returned as ACTIVE by the {settings.account_source} source"
         result.outcomes += [Outcome(a, r, FAILED, reason) for a in missing for r in regions]
+    result.outcomes = logic.unreached_expected_accounts(
+        result.outcomes, settings.expected_account_ids
+    )
     return result
 
 

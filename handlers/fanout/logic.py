@@ -225,6 +225,25 @@ def classify_error(stage: str, error_code: str, expected: bool) -> tuple[str, st
     return FAILED, f"{error_code} on {'AssumeRole' if stage == 'assume' else 'Invoke'}"
 
 
+def unreached_expected_accounts(
+    outcomes: Iterable[Outcome], expected_account_ids: frozenset[str]
+) -> list[Outcome]:
+    """`outcomes` with expected accounts that have the function in no region of the image failed.
+
+    A function missing in one region only means the workload stack does not cover that region;
+    missing in every region is a broken (or never deployed) enrolment of an account that must be
+    enrolled, so it is never `not-enrolled`.
+    """
+    outcomes = list(outcomes)
+    reached = {o.account_id for o in outcomes if o.outcome != NOT_ENROLLED}
+    unreached = {o.account_id for o in outcomes if o.account_id in expected_account_ids} - reached
+    reason = "expected account has no refresh function in any region of the image"
+    return [
+        Outcome(o.account_id, o.region, FAILED, reason) if o.account_id in unreached else o
+        for o in outcomes
+    ]
+
+
 # --- result -------------------------------------------------------------------------------------
 
 
