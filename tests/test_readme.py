@@ -214,6 +214,13 @@ def test_every_stack_output_is_documented(readme: str) -> None:
     assert sorted(exported - outputs) == []
 
 
+def test_every_document_in_docs_is_listed(readme: str) -> None:
+    listed = set(re.findall(r"`(docs/[\w.-]+\.md)`", section(readme, "Operations")))
+    documents = {f"docs/{path.name}" for path in (REPO_ROOT / "docs").glob("*.md")}
+    assert "docs/fanout-scale.md" in documents
+    assert sorted(documents - listed) == []
+
+
 def test_every_repository_path_named_exists(readme: str) -> None:
     top_level = r"(?:\.github|bench|components|deploy|docs|handlers|sandbox|tests)/[\w./-]*"
     pattern = re.compile(rf"`({top_level}|Pulumi\.[\w-]+\.yaml|Makefile|requirements\.txt)`")
