@@ -566,8 +566,10 @@ def test_static_source_never_calls_organizations(org, edge, env):
 
 def test_infra_account_is_included_only_when_configured(org, edge, env):
     org.enroll(INFRA_ACCOUNT)
-    env.setenv("INCLUDE_INFRA_ACCOUNT", "true")
+    assert run(edge)["counts"]["invoked"] == 0
+    assert edge.assumed_accounts() == []
 
+    env.setenv("INCLUDE_INFRA_ACCOUNT", "true")
     result = run(edge)
 
     assert edge.assumed_accounts() == [INFRA_ACCOUNT]

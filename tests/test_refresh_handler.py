@@ -10,7 +10,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from handlers.refresh import app
+from handlers.refresh import app, rules
 from handlers.refresh.parse import InvalidInputError
 from sandbox.instance_refresh import InstanceRefreshEmulator
 from tests import refresh_fixtures as fx
@@ -384,6 +384,7 @@ def test_release_survives_the_next_run_reading_the_same_rollback_history(world):
     world.run({"action": "release", "autoScalingGroupName": "ecs-a", "amiId": world.new_ami})
     world.emulator.run_until_settled()
     assert only(world.run({}))["outcome"] == "current"
+    assert fx.group_tags(world.session, "ecs-a")[rules.QUARANTINE_TAG] == ""
 
 
 # --- rule 8 and isolation ---------------------------------------------------------------------
