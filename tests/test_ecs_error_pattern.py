@@ -13,9 +13,9 @@ from typing import Any
 
 import botocore.session
 import pytest
-from moto.events.models import EventPattern
 
 from components.ecs_errors import METRIC_FILTER_PATTERN, ecs_error_event_pattern
+from sandbox.ecs_alarm import event_matches
 from tests.pulumi_harness import FIXTURES
 
 CLUSTER = "prod-web"
@@ -23,29 +23,10 @@ REGION, ACCOUNT = "eu-west-1", "210987654321"
 CLUSTER_ARN = f"arn:aws:ecs:{REGION}:{ACCOUNT}:cluster/{CLUSTER}"
 
 
-def flatten_object_arrays(node: Any) -> Any:
-    """Turn every array of objects into an object of value lists, as EventBridge sees it.
-
-    EventBridge matches a pattern path through an array of objects (`detail.containers.exitCode`)
-    against each element's value and counts the event when any element matches. moto's matcher
-    only flattens nested objects, so without this it finds no `detail.containers.exitCode` at all
-    and the exit-code rule could never match. `[{"exitCode": 0}, {"exitCode": 137}]` becomes
-    `{"exitCode": [0, 137]}`, which moto matches element-wise like EventBridge.
-    """
-    if isinstance(node, dict):
-        return {key: flatten_object_arrays(value) for key, value in node.items()}
-    if isinstance(node, list) and node and all(isinstance(item, dict) for item in node):
-        merged: dict[str, list[Any]] = {}
-        for item in map(flatten_object_arrays, node):
-            for key, value in item.items():
-                merged.setdefault(key, []).extend(value if isinstance(value, list) else [value])
-        return merged
-    return node
-
-
 def matches(event: dict[str, Any], cluster: str = CLUSTER) -> bool:
-    pattern = EventPattern.load(json.dumps(ecs_error_event_pattern(cluster)))
-    return pattern.matches_event(flatten_object_arrays(event))
+    """moto's matcher, after the flattening of arrays of objects that EventBridge does itself
+    (DESIGN §9); the sandbox delivers ECS events through this same function."""
+    return event_matches(ecs_error_event_pattern(cluster), event)
 
 
 def sample(name: str) -> dict[str, Any]:
