@@ -12,18 +12,22 @@ IAM actions used (the OrgFanout role must grant exactly these):
 
 Clients are created from one boto3 Session under a lock: creating clients is not thread-safe,
 the clients themselves are. A Session per worker would load every service model again
-(measured: ~60 ms CPU and ~10 MB per Session against ~1.6 ms and ~0.25 MB per client), which a
-128 MB Lambda with a fraction of a vCPU cannot afford across a thousand accounts.
+(measured: ~60 ms CPU and ~10 MB per Session against ~2.2 ms and ~0.25 MB per client), which a
+128 MB Lambda with a fraction of a vCPU cannot afford across a thousand accounts. For the same
+reason every account's Invoke goes through one Lambda client per region, signed per request with
+that account's credentials (`_AccountSigning`), instead of a client per account and region.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import boto3
 from botocore.config import Config
+from botocore.credentials import Credentials
 
 # Retries after the first attempt (botocore's `max_attempts` counts retries only), with
 # exponential backoff and jitter on throttling and transient errors.
@@ -45,8 +49,43 @@ def _config(mode: str, max_pool_connections: int = 10) -> Config:
     )
 
 
-# Every other client is used by one thread at a time: the default pool is plenty.
+# The Organizations and CloudWatch clients are used by one thread at a time: the default pool is
+# plenty.
 CLIENT_CONFIG = _config("standard")
+
+
+class NoAccountBoundError(RuntimeError):
+    """A shared Lambda client was called outside `_AccountSigning.bound_to`: nothing was sent."""
+
+
+class _AccountSigning:
+    """Signs each request of the shared Lambda clients with the calling thread's bound account.
+
+    Sound because botocore signs in the thread that makes the call, once per attempt (retries
+    included): `RequestSigner.sign` emits `before-sign`, then signs with
+    `context["signing"]["request_credentials"]` when set (`get_auth_instance` calls its
+    `get_frozen_credentials()`), in preference to the client's own credentials; botocore's
+    per-request credential override (boto/botocore#3146, since 1.34.70). Fails closed: a request
+    from a thread with no account bound raises before it is signed or sent, so a shared client
+    never falls back to the fan-out role's own credentials.
+    """
+
+    def __init__(self) -> None:
+        self._bound = threading.local()
+
+    @contextmanager
+    def bound_to(self, credentials: Credentials) -> Iterator[None]:
+        self._bound.credentials = credentials
+        try:
+            yield
+        finally:
+            self._bound.credentials = None
+
+    def sign_with_bound_account(self, request: Any, operation_name: str, **_: Any) -> None:
+        credentials = getattr(self._bound, "credentials", None)
+        if credentials is None:
+            raise NoAccountBoundError(f"{operation_name} called with no account credentials bound")
+        request.context.setdefault("signing", {})["request_credentials"] = credentials
 
 
 class FanoutAws:
@@ -56,6 +95,10 @@ class FanoutAws:
         # Shared by every worker: the adaptive mode's client-side rate limiter then slows all
         # of them together when STS starts throttling the infra account.
         self._sts = self._client("sts", _config("adaptive", max_pool_connections=max_concurrency))
+        # Per region, shared by every worker; its connections are reused across accounts.
+        self._lambda_config = _config("standard", max_pool_connections=max_concurrency)
+        self._lambda_clients: dict[str, Any] = {}
+        self._account_signing = _AccountSigning()
 
     def _client(self, service: str, config: Config, **kwargs: Any) -> Any:
         with self._client_lock:
@@ -64,37 +107,44 @@ class FanoutAws:
     def caller_account_id(self) -> str:
         return self._sts.get_caller_identity()["Account"]
 
-    def assume_role(self, role_arn: str, session_name: str) -> dict[str, str]:
+    def assume_role(self, role_arn: str, session_name: str) -> Credentials:
         credentials = self._sts.assume_role(
             RoleArn=role_arn,
             RoleSessionName=session_name,
             DurationSeconds=ASSUMED_ROLE_DURATION_SECONDS,
         )["Credentials"]
-        return {
-            "aws_access_key_id": credentials["AccessKeyId"],
-            "aws_secret_access_key": credentials["SecretAccessKey"],
-            "aws_session_token": credentials["SessionToken"],
-        }
+        return Credentials(
+            credentials["AccessKeyId"], credentials["SecretAccessKey"], credentials["SessionToken"]
+        )
 
     def invoke_async(
-        self,
-        credentials: Mapping[str, str],
-        region: str,
-        function_arn: str,
-        payload: bytes,
+        self, credentials: Credentials, region: str, function_arn: str, payload: bytes
     ) -> None:
         """Queue one asynchronous invocation (Lambda answers 202 once the event is stored)."""
-        client = self._client("lambda", CLIENT_CONFIG, region_name=region, **credentials)
-        client.invoke(FunctionName=function_arn, InvocationType="Event", Payload=payload)
+        client = self._lambda_client(region)
+        with self._account_signing.bound_to(credentials):
+            client.invoke(FunctionName=function_arn, InvocationType="Event", Payload=payload)
+
+    def _lambda_client(self, region: str) -> Any:
+        with self._client_lock:
+            if region not in self._lambda_clients:
+                client = self._session.client(
+                    "lambda", region_name=region, config=self._lambda_config
+                )
+                client.meta.events.register(
+                    "before-sign.lambda", self._account_signing.sign_with_bound_account
+                )
+                self._lambda_clients[region] = client
+            return self._lambda_clients[region]
 
     def organization_accounts(
-        self, parent_ids: tuple[str, ...], credentials: Mapping[str, str] | None = None
+        self, parent_ids: tuple[str, ...], credentials: Credentials | None = None
     ) -> Iterator[dict[str, Any]]:
         """Every account of the Organization, or of the given roots/OUs and the OUs under them.
 
         Yields page by page so the caller can start fanning out before the listing ends.
         """
-        client = self._client("organizations", CLIENT_CONFIG, **(credentials or {}))
+        client = self._client("organizations", CLIENT_CONFIG, **_client_keys(credentials))
         page_size = {"PageSize": ORGANIZATIONS_PAGE_SIZE}
         if not parent_ids:
             for page in client.get_paginator("list_accounts").paginate(PaginationConfig=page_size):
@@ -119,3 +169,14 @@ class FanoutAws:
                 for name, value in counts.items()
             ],
         )
+
+
+def _client_keys(credentials: Credentials | None) -> dict[str, str]:
+    """`Session.client` arguments for the given credentials; none: the fan-out role's own."""
+    if credentials is None:
+        return {}
+    return {
+        "aws_access_key_id": credentials.access_key,
+        "aws_secret_access_key": credentials.secret_key,
+        "aws_session_token": credentials.token,
+    }
