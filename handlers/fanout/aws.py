@@ -15,7 +15,7 @@ the clients themselves are. A Session per worker would load every service model 
 (measured: ~60 ms CPU and ~10 MB per Session against ~2.2 ms and ~0.25 MB per client), which a
 128 MB Lambda with a fraction of a vCPU cannot afford across a thousand accounts. For the same
 reason every account's Invoke goes through one Lambda client per region, signed per request with
-that account's credentials (`_AccountSigning`), instead of a client per account and region.
+that account's credentials (`AccountCredentials`), not through a client per account and region.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
-from botocore.credentials import Credentials
+from botocore.credentials import Credentials, ReadOnlyCredentials
 
 # Retries after the first attempt (botocore's `max_attempts` counts retries only), with
 # exponential backoff and jitter on throttling and transient errors.
@@ -49,43 +49,58 @@ def _config(mode: str, max_pool_connections: int = 10) -> Config:
     )
 
 
-# The Organizations and CloudWatch clients are used by one thread at a time: the default pool is
-# plenty.
+# Organizations and CloudWatch are called by one thread at a time: the default pool is plenty.
 CLIENT_CONFIG = _config("standard")
 
 
 class NoAccountBoundError(RuntimeError):
-    """A shared Lambda client was called outside `_AccountSigning.bound_to`: nothing was sent."""
+    """A shared Lambda client was called outside `bound_to`: nothing was signed or sent."""
 
 
-class _AccountSigning:
-    """Signs each request of the shared Lambda clients with the calling thread's bound account.
+class AccountCredentials(Credentials):
+    """The credentials of the account the calling thread is working for, read per request.
 
-    Sound because botocore signs in the thread that makes the call, once per attempt (retries
-    included): `RequestSigner.sign` emits `before-sign`, then signs with
-    `context["signing"]["request_credentials"]` when set (`get_auth_instance` calls its
-    `get_frozen_credentials()`), in preference to the client's own credentials; botocore's
-    per-request credential override (boto/botocore#3146, since 1.34.70). Fails closed: a request
-    from a thread with no account bound raises before it is signed or sent, so a shared client
-    never falls back to the fan-out role's own credentials.
+    botocore signs every request, each retry included, in the thread that makes the call, and
+    asks the client's credentials for `get_frozen_credentials()` every time it signs
+    (botocore/signers.py: `RequestSigner.sign` -> `get_auth_instance`; retries build and sign a
+    new request, botocore/endpoint.py `_send_request`). So one client per region serves every
+    worker, each request signed with the credentials its own thread has bound. Fails closed: a
+    thread with nothing bound raises before anything is signed or sent, never falling back to
+    the fan-out role's own credentials.
     """
+
+    method = "fanout-account"
+    account_id = None  # only read by endpoint rules that use it; Lambda's do not
 
     def __init__(self) -> None:
         self._bound = threading.local()
 
     @contextmanager
-    def bound_to(self, credentials: Credentials) -> Iterator[None]:
+    def bound_to(self, credentials: ReadOnlyCredentials) -> Iterator[None]:
+        """Sign the calling thread's requests with `credentials` inside the block only."""
         self._bound.credentials = credentials
         try:
             yield
         finally:
             self._bound.credentials = None
 
-    def sign_with_bound_account(self, request: Any, operation_name: str, **_: Any) -> None:
+    def get_frozen_credentials(self) -> ReadOnlyCredentials:
         credentials = getattr(self._bound, "credentials", None)
         if credentials is None:
-            raise NoAccountBoundError(f"{operation_name} called with no account credentials bound")
-        request.context.setdefault("signing", {})["request_credentials"] = credentials
+            raise NoAccountBoundError("no account credentials bound to this thread")
+        return credentials
+
+    @property
+    def access_key(self) -> str:
+        return self.get_frozen_credentials().access_key
+
+    @property
+    def secret_key(self) -> str:
+        return self.get_frozen_credentials().secret_key
+
+    @property
+    def token(self) -> str | None:
+        return self.get_frozen_credentials().token
 
 
 class FanoutAws:
@@ -95,10 +110,10 @@ class FanoutAws:
         # Shared by every worker: the adaptive mode's client-side rate limiter then slows all
         # of them together when STS starts throttling the infra account.
         self._sts = self._client("sts", _config("adaptive", max_pool_connections=max_concurrency))
-        # Per region, shared by every worker; its connections are reused across accounts.
+        # One per region, shared by every worker: its connections are reused across accounts.
         self._lambda_config = _config("standard", max_pool_connections=max_concurrency)
         self._lambda_clients: dict[str, Any] = {}
-        self._account_signing = _AccountSigning()
+        self._account_credentials = AccountCredentials()
 
     def _client(self, service: str, config: Config, **kwargs: Any) -> Any:
         with self._client_lock:
@@ -107,22 +122,22 @@ class FanoutAws:
     def caller_account_id(self) -> str:
         return self._sts.get_caller_identity()["Account"]
 
-    def assume_role(self, role_arn: str, session_name: str) -> Credentials:
+    def assume_role(self, role_arn: str, session_name: str) -> ReadOnlyCredentials:
         credentials = self._sts.assume_role(
             RoleArn=role_arn,
             RoleSessionName=session_name,
             DurationSeconds=ASSUMED_ROLE_DURATION_SECONDS,
         )["Credentials"]
-        return Credentials(
+        return ReadOnlyCredentials(
             credentials["AccessKeyId"], credentials["SecretAccessKey"], credentials["SessionToken"]
         )
 
     def invoke_async(
-        self, credentials: Credentials, region: str, function_arn: str, payload: bytes
+        self, credentials: ReadOnlyCredentials, region: str, function_arn: str, payload: bytes
     ) -> None:
         """Queue one asynchronous invocation (Lambda answers 202 once the event is stored)."""
         client = self._lambda_client(region)
-        with self._account_signing.bound_to(credentials):
+        with self._account_credentials.bound_to(credentials):
             client.invoke(FunctionName=function_arn, InvocationType="Event", Payload=payload)
 
     def _lambda_client(self, region: str) -> Any:
@@ -131,14 +146,18 @@ class FanoutAws:
                 client = self._session.client(
                     "lambda", region_name=region, config=self._lambda_config
                 )
-                client.meta.events.register(
-                    "before-sign.lambda", self._account_signing.sign_with_bound_account
-                )
+                # boto3 cannot hand a client a Credentials object; its signer holds the one it
+                # asks per request. Refuse a botocore that moved it rather than sign as the
+                # fan-out role.
+                signer = client._request_signer
+                if not isinstance(getattr(signer, "_credentials", None), Credentials):
+                    raise RuntimeError("botocore's RequestSigner no longer holds _credentials")
+                signer._credentials = self._account_credentials
                 self._lambda_clients[region] = client
             return self._lambda_clients[region]
 
     def organization_accounts(
-        self, parent_ids: tuple[str, ...], credentials: Credentials | None = None
+        self, parent_ids: tuple[str, ...], credentials: ReadOnlyCredentials | None = None
     ) -> Iterator[dict[str, Any]]:
         """Every account of the Organization, or of the given roots/OUs and the OUs under them.
 
@@ -171,7 +190,7 @@ class FanoutAws:
         )
 
 
-def _client_keys(credentials: Credentials | None) -> dict[str, str]:
+def _client_keys(credentials: ReadOnlyCredentials | None) -> dict[str, str]:
     """`Session.client` arguments for the given credentials; none: the fan-out role's own."""
     if credentials is None:
         return {}
