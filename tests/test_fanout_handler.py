@@ -5,11 +5,12 @@ What moto does not do, and how these tests make up for it at the botocore layer:
   ignores trust policies. `AwsEdge` answers AccessDenied exactly when IAM would: the role does not
   exist in the target account, or its trust policy does not name the infra account.
 - moto's Lambda (without Docker) answers 202 to an Invoke of a function that does not exist, and
-  would try to run the code of one that does. `AwsEdge` records the Invoke and answers 202 when
-  the function exists in that account and region (moto's Lambda backend), and
-  ResourceNotFoundException (404) when it does not, as Lambda does.
-- Throttling is answered at `before-send`, below botocore's retry handler, so the standard-mode
-  retries really run; their backoff sleeps are recorded instead of slept.
+  would try to run the code of one that does. `AwsEdge` answers the Invoke on the wire
+  (`before-send`: signed, below botocore's retry handler): it records which credentials signed
+  it, then answers 202 when the function exists in that account and region (moto's Lambda
+  backend), ResourceNotFoundException (404) when it does not, as Lambda does, or the fault the
+  test injected. Throttling therefore really runs the standard-mode retries; their backoff
+  sleeps are recorded instead of slept.
 """
 
 from __future__ import annotations
@@ -23,31 +24,29 @@ import types
 import zipfile
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
 
 import boto3
 import botocore.endpoint
 import pytest
 from botocore.awsrequest import AWSResponse
+from botocore.exceptions import ClientError
 from moto import mock_aws
 from moto.awslambda.utils import get_backend as lambda_backend
 from moto.iam.models import iam_backends
 
 from handlers.common.log import JsonFormatter
 from handlers.fanout import app
-from handlers.fanout.aws import RETRIES
+from handlers.fanout.aws import RETRIES, FanoutAws, NoAccountBoundError
 from handlers.fanout.logic import MalformedMessageError
+from tests.sns_events import HOME_REGION, INFRA_ACCOUNT, MESSAGE_ID, sns_event
 
 FIXTURES = Path(__file__).resolve().parent.parent.parent / "shared" / "fixtures" / "aws-events"
 AVAILABLE_MESSAGE = json.loads((FIXTURES / "imagebuilder_sns_image_available.json").read_text())
 FAILED_MESSAGE = json.loads((FIXTURES / "imagebuilder_sns_image_failed.json").read_text())
 
-INFRA_ACCOUNT = "123456789012"  # moto's default identity: the infra (and management) account
-HOME_REGION = "us-west-1"
 REGIONS = ("eu-west-1", "us-west-1")
 ROLE = "InvokeInstanceRefreshHandlerRole"
 FUNCTION = "LambdaForUpdateLaunchTemplate-And-InstanceRefresh"
-MESSAGE_ID = "95df01b4-ee98-5cb9-9903-4c221d41eb5e"
 IMAGE_ARN = AVAILABLE_MESSAGE["arn"]
 AMIS = {"us-west-1": "ami-01a23bc4def5a6789", "eu-west-1": "ami-0fedcba9876543210"}
 EXPECTED_PAYLOAD = {
@@ -59,35 +58,8 @@ EXPECTED_PAYLOAD = {
     "correlationId": MESSAGE_ID,
 }
 
-
-FUNCTION_ARN_ACCOUNT = re.compile(r":(\d{12}):function:")
-
-
-def sns_event(message: Any) -> dict:
-    """The SNS→Lambda envelope exactly as AWS documents it."""
-    topic = f"arn:aws:sns:{HOME_REGION}:{INFRA_ACCOUNT}:golden-ami-image-state"
-    return {
-        "Records": [
-            {
-                "EventVersion": "1.0",
-                "EventSubscriptionArn": f"{topic}:2bcfbf39-05c3-41de-beaa-fcfcc21c8f55",
-                "EventSource": "aws:sns",
-                "Sns": {
-                    "SignatureVersion": "1",
-                    "Timestamp": "2022-07-28T01:20:00.000Z",
-                    "Signature": "EXAMPLE",
-                    "SigningCertUrl": f"https://sns.{HOME_REGION}.amazonaws.com/cert.pem",
-                    "MessageId": MESSAGE_ID,
-                    "Message": message if isinstance(message, str) else json.dumps(message),
-                    "MessageAttributes": {},
-                    "Type": "Notification",
-                    "UnsubscribeUrl": f"https://sns.{HOME_REGION}.amazonaws.com/?Action=Unsubscribe",
-                    "TopicArn": topic,
-                    "Subject": None,
-                },
-            }
-        ]
-    }
+# The access key id in a SigV4 Authorization header: "AWS4-HMAC-SHA256 Credential=<key>/..."
+SIGNING_ACCESS_KEY = re.compile(r"Credential=([^/]+)/")
 
 
 def available_event() -> dict:
@@ -121,7 +93,11 @@ class AwsEdge:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.assume_calls: list[dict] = []
+        # access key id -> (account, session token) of the credentials each AssumeRole issued
+        self.issued_credentials: dict[str, tuple[str, str]] = {}
         self.invocations: list[dict] = []
+        # (target account, access key id, session token) of every Invoke attempt on the wire
+        self.invoke_signatures: list[tuple[str, str, str | None]] = []
         self.calls: list[str] = []
         self.invoke_attempts: dict[str, int] = {}
         self.throttle_invoke: set[str] = set()
@@ -134,7 +110,8 @@ class AwsEdge:
         events.register("before-parameter-build", self._stash_params)
         events.register("before-call", self._record_call)
         events.register("before-call.sts.AssumeRole", self._assume_role)
-        events.register("before-call.lambda.Invoke", self._invoke)
+        events.register("after-call.sts.AssumeRole", self._remember_issued_credentials)
+        # First, so that the edge answers rather than moto.
         events.register_first("before-send.lambda.Invoke", self._invoke_on_the_wire)
         return session
 
@@ -160,6 +137,16 @@ class AwsEdge:
             return _answer(403, {"Error": {"Code": "AccessDenied", "Message": message}})
         return None  # moto issues credentials for the target account
 
+    def _remember_issued_credentials(self, parsed: dict, context: dict, **_: Any) -> None:
+        if "Credentials" in parsed:
+            account_id = context["edge_params"]["RoleArn"].split(":")[4]
+            credentials = parsed["Credentials"]
+            with self.lock:
+                self.issued_credentials[credentials["AccessKeyId"]] = (
+                    account_id,
+                    credentials["SessionToken"],
+                )
+
     @staticmethod
     def _trusts_infra(account_id: str, role_arn: str) -> bool:
         try:
@@ -174,19 +161,23 @@ class AwsEdge:
                 return True
         return False
 
-    def _invoke(self, context: dict, **_: Any):
-        params = context["edge_params"]
+    def _invoke_on_the_wire(self, request: Any, **_: Any) -> AWSResponse:
+        params = request.context["edge_params"]
         _, _, _, region, account_id, _, name = params["FunctionName"].split(":")
+        access_key = SIGNING_ACCESS_KEY.search(_header(request, "Authorization")).group(1)
+        token = _header(request, "X-Amz-Security-Token")
+        with self.lock:
+            self.invoke_signatures.append((account_id, access_key, token))
         if account_id in self.throttle_invoke:
-            return None  # answered on the wire, below the retry handler
+            with self.lock:
+                self.invoke_attempts[account_id] = self.invoke_attempts.get(account_id, 0) + 1
+            return _wire_error(request, 429, "TooManyRequestsException", "Rate exceeded")
         if account_id in self.deny_invoke:
-            error = {"Code": "AccessDeniedException", "Message": "not authorized"}
-            return _answer(403, {"Error": error})
+            return _wire_error(request, 403, "AccessDeniedException", "not authorized")
         try:
             lambda_backend(account_id, region).get_function(name)
         except Exception:  # moto's UnknownFunctionException
-            error = {"Code": "ResourceNotFoundException", "Message": "Function not found"}
-            return _answer(404, {"Error": error})
+            return _wire_error(request, 404, "ResourceNotFoundException", "Function not found")
         with self.lock:
             self.invocations.append(
                 {
@@ -197,22 +188,24 @@ class AwsEdge:
                     "payload": json.loads(params["Payload"]),
                 }
             )
-        return _answer(202, {"StatusCode": 202})
-
-    def _invoke_on_the_wire(self, request: Any, **_: Any):
-        account_id = FUNCTION_ARN_ACCOUNT.search(unquote(request.url)).group(1)
-        if account_id not in self.throttle_invoke:
-            return None
-        with self.lock:
-            self.invoke_attempts[account_id] = self.invoke_attempts.get(account_id, 0) + 1
-        headers = {"x-amzn-errortype": "TooManyRequestsException"}
-        return AWSResponse(request.url, 429, headers, _Body(b'{"message":"Rate exceeded"}'))
+        return AWSResponse(request.url, 202, {}, _Body(b""))
 
     def assumed_accounts(self) -> list[str]:
         return sorted(c["RoleArn"].split(":")[4] for c in self.assume_calls)
 
     def invoked_pairs(self) -> set[tuple[str, str]]:
         return {(i["accountId"], i["region"]) for i in self.invocations}
+
+
+def _header(request: Any, name: str) -> str | None:
+    value = request.headers.get(name)  # botocore encodes some header values to bytes, not all
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _wire_error(request: Any, status: int, code: str, message: str) -> AWSResponse:
+    """A Lambda (REST-JSON) error response: botocore reads the code from x-amzn-errortype."""
+    body = json.dumps({"message": message}).encode()
+    return AWSResponse(request.url, status, {"x-amzn-errortype": code}, _Body(body))
 
 
 class Organization:
@@ -514,6 +507,89 @@ def test_suspended_accounts_are_skipped(org, edge, log_lines):
     assert {"accountId": closed, "reason": "account is SUSPENDED"} in summary_line(log_lines)[
         "skippedAccounts"
     ]
+
+
+# --- signing: every account's Invoke with its own credentials, through shared clients -----------
+
+
+def test_every_invoke_is_signed_with_the_credentials_assumed_in_its_target_account(org, edge, env):
+    """The Lambda clients are shared by the workers; a barrier holds every worker between
+    binding its account's credentials and signing, so a binding visible to other threads would
+    sign their requests with the wrong account's keys."""
+    workers = 4
+    env.setenv("MAX_CONCURRENCY", str(workers))
+    members = [org.add_account(f"member-{n}") for n in range(workers)]
+    for account_id in members:
+        org.enroll(account_id)
+    session = edge.install(boto3.Session(region_name=HOME_REGION))
+    all_bound = threading.Barrier(workers, timeout=10)
+
+    def wait_for_every_worker(**_: Any) -> None:  # a hook's return value would answer the call
+        all_bound.wait()
+
+    session.events.register("before-call.lambda.Invoke", wait_for_every_worker)
+
+    result = app.lambda_handler(available_event(), lambda_context(), session)
+
+    assert result["counts"]["invoked"] == workers * len(REGIONS)
+    # moto issues distinct keys per AssumeRole, so a key used for the wrong account would show.
+    assert sorted(account for account, _ in edge.issued_credentials.values()) == sorted(members)
+    assert len(edge.invoke_signatures) == workers * len(REGIONS)
+    for target_account, access_key, session_token in edge.invoke_signatures:
+        assert edge.issued_credentials.get(access_key) == (target_account, session_token)
+
+
+def test_throttled_retries_are_signed_with_the_target_accounts_credentials(org, edge):
+    throttled = org.add_account("throttled")
+    org.enroll(throttled)
+    edge.throttle_invoke.add(throttled)
+
+    with pytest.raises(app.FanoutFailedError):
+        run(edge)
+
+    ((access_key, (account_id, session_token)),) = edge.issued_credentials.items()
+    assert account_id == throttled
+    assert edge.invoke_signatures == [(throttled, access_key, session_token)] * (
+        (1 + RETRIES) * len(REGIONS)
+    )
+
+
+def test_a_shared_lambda_client_refuses_to_sign_with_no_account_bound(org, edge):
+    enrolled = org.add_account("enrolled")
+    org.enroll(enrolled)
+    edge.deny_invoke.add(enrolled)
+    aws = FanoutAws(edge.install(boto3.Session(region_name=HOME_REGION)))
+    function_arn = f"arn:aws:lambda:{HOME_REGION}:{enrolled}:function:{FUNCTION}"
+    shared_client = aws._lambda_client(HOME_REGION)  # the client every worker's Invoke uses
+
+    def invoke_unbound() -> None:
+        shared_client.invoke(FunctionName=function_arn, InvocationType="Event", Payload=b"{}")
+
+    with pytest.raises(NoAccountBoundError):
+        invoke_unbound()
+    # A failed Invoke leaves nothing bound behind it.
+    credentials = aws.assume_role(f"arn:aws:iam::{enrolled}:role/{ROLE}", "test")
+    with pytest.raises(ClientError, match="AccessDeniedException"):
+        aws.invoke_async(credentials, HOME_REGION, function_arn, b"{}")
+    with pytest.raises(NoAccountBoundError):
+        invoke_unbound()
+    # Another thread's binding is not this thread's.
+    other_thread_failure: list[BaseException] = []
+
+    def invoke_from_another_thread() -> None:
+        try:
+            invoke_unbound()
+        except NoAccountBoundError as error:
+            other_thread_failure.append(error)
+
+    with aws._account_credentials.bound_to(credentials):
+        thread = threading.Thread(target=invoke_from_another_thread)
+        thread.start()
+        thread.join()
+    assert len(other_thread_failure) == 1
+
+    # Only the one bound Invoke reached the wire, signed with the enrolled account's key.
+    assert edge.invoke_signatures == [(enrolled, credentials.access_key, credentials.token)]
 
 
 # --- account sources ------------------------------------------------------------------------------

@@ -17,38 +17,11 @@ from handlers.fanout.logic import (
     MalformedMessageError,
     Outcome,
 )
+from tests.sns_events import sns_event
 
 FIXTURES = Path(__file__).resolve().parent.parent.parent / "shared" / "fixtures" / "aws-events"
 AVAILABLE_MESSAGE = json.loads((FIXTURES / "imagebuilder_sns_image_available.json").read_text())
 FAILED_MESSAGE = json.loads((FIXTURES / "imagebuilder_sns_image_failed.json").read_text())
-
-
-def sns_event(message: object, message_id: str = "95df01b4-ee98-5cb9-9903-4c221d41eb5e") -> dict:
-    """The SNS→Lambda envelope exactly as AWS documents it."""
-    body = message if isinstance(message, str) else json.dumps(message)
-    topic = "arn:aws:sns:us-west-1:123456789012:golden-ami-image-state"
-    return {
-        "Records": [
-            {
-                "EventVersion": "1.0",
-                "EventSubscriptionArn": f"{topic}:2bcfbf39-05c3-41de-beaa-fcfcc21c8f55",
-                "EventSource": "aws:sns",
-                "Sns": {
-                    "SignatureVersion": "1",
-                    "Timestamp": "2022-07-28T01:20:00.000Z",
-                    "Signature": "EXAMPLE",
-                    "SigningCertUrl": "https://sns.us-west-1.amazonaws.com/cert.pem",
-                    "MessageId": message_id,
-                    "Message": body,
-                    "MessageAttributes": {},
-                    "Type": "Notification",
-                    "UnsubscribeUrl": "https://sns.us-west-1.amazonaws.com/?Action=Unsubscribe",
-                    "TopicArn": topic,
-                    "Subject": None,
-                },
-            }
-        ]
-    }
 
 
 def two_region_message() -> dict:
