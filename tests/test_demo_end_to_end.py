@@ -61,6 +61,24 @@ def test_fan_out_outcome_per_account(report: dict[str, Any]) -> None:
     assert outcomes == {HEALTHY: "invoked", FAILING: "invoked", NOT_ENROLLED: "not-enrolled"}
 
 
+def test_unenrolled_account_is_denied_the_invoke_role_and_enrolled_ones_are_reached(
+    report: dict[str, Any],
+) -> None:
+    region = demo.HOME_REGION
+    fanout = {
+        name: [e["result"] for _, e in entries(report, name, "fan-out")]
+        for name in (HEALTHY, FAILING, NOT_ENROLLED)
+    }
+    assert fanout == {
+        HEALTHY: [f"invoked in {region}"],
+        FAILING: [f"invoked in {region}"],
+        NOT_ENROLLED: [
+            f"not-enrolled in {region} (AccessDenied on AssumeRole: no workload stack in this"
+            " account)"
+        ],
+    }
+
+
 def test_healthy_group_ends_successful_on_the_new_ami(report: dict[str, Any]) -> None:
     [group] = account(report, HEALTHY)["groups"]
     assert group["refreshStatus"] == "Successful"
