@@ -27,9 +27,9 @@ from handlers.fanout.app import METRIC_NAMES
 from handlers.fanout.logic import FAILED
 
 # The work is I/O-bound, but Lambda allocates CPU in proportion to memory (1 vCPU at 1,769 MB)
-# and each account costs CPU: a client per assumed session, a TLS handshake, request signing.
-# 128 MB (a fourteenth of a vCPU) stretches a thousand-account run towards the timeout; one
-# invocation per image build makes four times the CPU cost nothing that matters.
+# and each account still costs ~1.5 ms of CPU (AssumeRole, signing, TLS; docs/fanout-scale.md).
+# 512 MB keeps a thousand-account run at its latency floor with room to spare; one invocation
+# per image build makes the larger size cost nothing that matters.
 FANOUT_MEMORY_MB = 512
 
 
