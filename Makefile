@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha1sum requirements.txt | cut -c1-12)
 
-.PHONY: venv test lint demo bench plan clean
+.PHONY: venv test lint demo stacks bench plan clean
 
 # pip brings an existing venv in line with the pins, so a changed requirements.txt never needs a wipe.
 $(STAMP): requirements.txt
@@ -23,6 +23,9 @@ test: lint
 
 demo: venv
 	$(PY) -m sandbox $(DEMO_ARGS)
+
+stacks: venv
+	$(PY) -m sandbox.stacks $(STACKS)
 
 bench: venv
 	$(PY) -m bench $(BENCH_ARGS)

@@ -169,12 +169,14 @@ class StackRun:
         return [r for r in self.resources if r.parent == resource.urn]
 
     def tree(self) -> str:
-        """The resource tree, one `type  name` line per resource, children indented."""
+        """The resource tree, one `type  name` line per resource, children indented and sorted
+        (registration order under mocks varies from run to run)."""
         lines: list[str] = [f"stack {self.stack}"]
         urns = {r.urn for r in self.resources}
+        ordered = sorted(self.resources, key=lambda r: (r.type, r.name))
 
         def walk(parent_urn: str | None, depth: int) -> None:
-            for resource in self.resources:
+            for resource in ordered:
                 is_child = resource.parent == parent_urn or (
                     parent_urn is None and resource.parent not in urns
                 )
