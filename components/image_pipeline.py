@@ -118,6 +118,7 @@ class GoldenImagePipelineArgs:
     keep_newest_images: int = 5
     image_retention_days: int = 180
     log_retention_days: int = 30
+    alarm_topic_arn: str = ""  # notified when payload events end in the dead-letter queue
     tags: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -158,6 +159,7 @@ class GoldenImagePipelineArgs:
             keep_newest_images=cfg.keep_newest_images,
             image_retention_days=cfg.image_retention_days,
             log_retention_days=cfg.log_retention_days,
+            alarm_topic_arn=cfg.alarm_topic_arn,
             tags={"golden-ami:environment": cfg.environment_name},
         )
 
@@ -497,6 +499,25 @@ class GoldenImagePipeline(pulumi.ComponentResource):
             f"{name}-build-trigger-dlq",
             sqs_managed_sse_enabled=True,
             message_retention_seconds=DLQ_RETENTION_SECONDS,
+            tags=tags,
+            opts=child,
+        )
+        # A message there is an upload (or build completion) the trigger gave up on: until the
+        # next event arrives, no build reflects the payloads.
+        aws.cloudwatch.MetricAlarm(
+            f"{name}-build-trigger-dlq",
+            name=f"{function_name}-dead-letters",
+            alarm_description="Golden AMI: payload events the build trigger could not process",
+            namespace="AWS/SQS",
+            metric_name="ApproximateNumberOfMessagesVisible",
+            dimensions={"QueueName": dead_letters.name},
+            statistic="Maximum",
+            period=300,
+            evaluation_periods=1,
+            comparison_operator="GreaterThanThreshold",
+            threshold=0,
+            treat_missing_data="notBreaching",
+            alarm_actions=[args.alarm_topic_arn] if args.alarm_topic_arn else [],
             tags=tags,
             opts=child,
         )

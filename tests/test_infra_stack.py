@@ -268,6 +268,20 @@ def test_queue_is_encrypted_and_redrives_to_an_encrypted_dlq(infra: StackRun) ->
     assert queue["visibilityTimeoutSeconds"] >= function["timeout"] + 90
 
 
+@pytest.mark.parametrize("topic", ["", "arn:aws:sns:eu-west-1:111122223333:platform-oncall"])
+def test_dead_letters_raise_an_alarm(stack_run: Callable[..., StackRun], topic: str) -> None:
+    run = stack_run("infra", {"alarmTopicArn": topic})
+    alarm = run.one("aws:cloudwatch/metricAlarm:MetricAlarm", "build-trigger-dlq")
+    assert (alarm["namespace"], alarm["metricName"]) == (
+        "AWS/SQS",
+        "ApproximateNumberOfMessagesVisible",
+    )
+    assert alarm["dimensions"] == {"QueueName": run.one(QUEUE, "dlq").outputs["name"]}
+    assert (alarm["comparisonOperator"], alarm["threshold"]) == ("GreaterThanThreshold", 0)
+    assert alarm["treatMissingData"] == "notBreaching"
+    assert alarm.inputs.get("alarmActions", []) == ([topic] if topic else [])
+
+
 @pytest.mark.parametrize("settle_seconds", [90, 45])
 def test_event_source_mapping_batches_for_the_settle_window(
     stack_run: Callable[..., StackRun], settle_seconds: int
