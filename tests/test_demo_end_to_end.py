@@ -192,3 +192,14 @@ def test_bad_options_are_rejected_with_what_is_allowed(
         parse_options(argv)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_readme_timeline_excerpt_is_what_the_demo_prints(run: tuple[dict[str, Any], str]) -> None:
+    """The README's trimmed timeline is cut from a real run, so it goes stale with the story."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("## Local sandbox (make demo)", 1)[1].split("\n## ", 1)[0]
+    excerpt = [line for line in section.splitlines() if line.startswith("+")]
+    printed = set(run[1].splitlines())
+
+    assert len(excerpt) >= 10
+    assert [line for line in excerpt if line not in printed] == []
