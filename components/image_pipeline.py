@@ -25,6 +25,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components import policies
+from components.alarms import any_occurrence_alarm
 from components.config import InfraConfig
 from components.lambda_code import LAMBDA_RUNTIME, handler_archive, handler_entrypoint
 
@@ -504,20 +505,15 @@ class GoldenImagePipeline(pulumi.ComponentResource):
         )
         # A message there is an upload (or build completion) the trigger gave up on: until the
         # next event arrives, no build reflects the payloads.
-        aws.cloudwatch.MetricAlarm(
+        any_occurrence_alarm(
             f"{name}-build-trigger-dlq",
-            name=f"{function_name}-dead-letters",
-            alarm_description="Golden AMI: payload events the build trigger could not process",
+            alarm_name=f"{function_name}-dead-letters",
+            description="Golden AMI: payload events the build trigger could not process",
             namespace="AWS/SQS",
             metric_name="ApproximateNumberOfMessagesVisible",
             dimensions={"QueueName": dead_letters.name},
             statistic="Maximum",
-            period=300,
-            evaluation_periods=1,
-            comparison_operator="GreaterThanThreshold",
-            threshold=0,
-            treat_missing_data="notBreaching",
-            alarm_actions=[args.alarm_topic_arn] if args.alarm_topic_arn else [],
+            alarm_topic_arn=args.alarm_topic_arn,
             tags=tags,
             opts=child,
         )

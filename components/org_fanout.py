@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
+from components.alarms import any_occurrence_alarm
 from components.config import InfraConfig
 from components.lambda_code import LAMBDA_RUNTIME, handler_archive, handler_entrypoint
 from components.policies import (
@@ -171,39 +172,28 @@ class OrgFanout(pulumi.ComponentResource):
             ),
         )
 
-        alarm_actions = [args.alarm_topic_arn] if args.alarm_topic_arn else []
         # The handler fails its invocation when an enrolled account failed (Lambda then retries
         # the SNS event twice); the failed-accounts metric also catches a run that succeeded on
         # retry, so a flaky account is noticed before it becomes a broken one.
-        aws.cloudwatch.MetricAlarm(
+        any_occurrence_alarm(
             f"{name}-errors",
-            name=f"{args.function_name}-errors",
-            alarm_description="The golden AMI fan-out failed: some enrolled account got no image",
+            alarm_name=f"{args.function_name}-errors",
+            description="The golden AMI fan-out failed: some enrolled account got no image",
             namespace="AWS/Lambda",
             metric_name="Errors",
             dimensions={"FunctionName": function.name},
             statistic="Sum",
-            period=300,
-            evaluation_periods=1,
-            comparison_operator="GreaterThanThreshold",
-            threshold=0,
-            treat_missing_data="notBreaching",
-            alarm_actions=alarm_actions,
+            alarm_topic_arn=args.alarm_topic_arn,
             opts=child,
         )
-        aws.cloudwatch.MetricAlarm(
+        any_occurrence_alarm(
             f"{name}-failed-accounts",
-            name=f"{args.function_name}-failed-accounts",
-            alarm_description="The golden AMI fan-out could not hand an image to an account",
+            alarm_name=f"{args.function_name}-failed-accounts",
+            description="The golden AMI fan-out could not hand an image to an account",
             namespace=FANOUT_METRIC_NAMESPACE,
             metric_name=METRIC_NAMES[FAILED],  # the name the handler publishes
             statistic="Sum",
-            period=300,
-            evaluation_periods=1,
-            comparison_operator="GreaterThanThreshold",
-            threshold=0,
-            treat_missing_data="notBreaching",
-            alarm_actions=alarm_actions,
+            alarm_topic_arn=args.alarm_topic_arn,
             opts=child,
         )
 
