@@ -110,21 +110,10 @@ OrganizationalUnitOrRootId = Annotated[
     str, _matching(rf"{_OU_ID}|r-[0-9a-z]{{4,32}}", "an OU id (ou-…) or the root id (r-…)")
 ]
 IamName = Annotated[str, _matching(_IAM_NAME, "an IAM name: 1-64 of A-Z a-z 0-9 +=,.@_-")]
-RoleArn = Annotated[
-    str,
-    _matching(
-        rf"arn:{_PARTITION}:iam::{_ACCOUNT}:role/(?:[\w+=,.@-]+/)*{_IAM_NAME}",
-        "an IAM role ARN arn:aws:iam::<account>:role/<name>",
-    ),
-]
-OptionalRoleArn = Annotated[
-    str,
-    _matching(
-        rf"arn:{_PARTITION}:iam::{_ACCOUNT}:role/(?:[\w+=,.@-]+/)*{_IAM_NAME}",
-        "an IAM role ARN arn:aws:iam::<account>:role/<name>",
-        optional=True,
-    ),
-]
+_ROLE_ARN = rf"arn:{_PARTITION}:iam::{_ACCOUNT}:role/(?:[\w+=,.@-]+/)*{_IAM_NAME}"
+_ROLE_ARN_ALLOWED = "an IAM role ARN arn:aws:iam::<account>:role/<name>"
+RoleArn = Annotated[str, _matching(_ROLE_ARN, _ROLE_ARN_ALLOWED)]
+OptionalRoleArn = Annotated[str, _matching(_ROLE_ARN, _ROLE_ARN_ALLOWED, optional=True)]
 OptionalSnsTopicArn = Annotated[
     str,
     _matching(
