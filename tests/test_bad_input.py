@@ -13,6 +13,7 @@ bad environment), tests/test_fanout_handler.py (malformed SNS input), tests/test
 from __future__ import annotations
 
 import json
+import re
 import types
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -69,6 +70,8 @@ BAD_INPUTS = [
              "body is not JSON", "no AWS call, no build started"),
     BadInput("payload without AMIs", REFRESH, "raises InvalidInputError",
              "amis must be a non-empty object", "no AWS call"),
+    BadInput("schemaVersion that is a JSON boolean", REFRESH, "raises InvalidInputError",
+             "schemaVersion must be the number 1, got True (bool)", "no AWS call"),
     BadInput("AMI for another region only", REFRESH, "rejected",
              f"the image has no AMI in {fx.REGION}", NO_WRITE),
     BadInput("AMI not owned by the infra account", REFRESH, "rejected",
@@ -334,11 +337,21 @@ def test_refresh_bad_input(row, group, amis, refresh_world):
     assert refresh_world.snapshot() == before
 
 
-def test_refresh_payload_without_amis_fails_before_any_call(refresh_world, api_calls):
-    expected = ROWS["payload without AMIs"]
+@pytest.mark.parametrize(
+    ("row", "event"),
+    [
+        ("payload without AMIs", rollout({})),
+        (
+            "schemaVersion that is a JSON boolean",
+            {**rollout({fx.REGION: "ami-0123456789abcdef0"}), "schemaVersion": True},
+        ),
+    ],
+)
+def test_refresh_malformed_payload_fails_before_any_call(row, event, refresh_world, api_calls):
+    expected = ROWS[row]
     calls_before = api_calls.calls.copy()
-    with pytest.raises(InvalidInputError, match=expected.message):
-        refresh_world.run(rollout({}), "ecs-main")
+    with pytest.raises(InvalidInputError, match=re.escape(expected.message)):
+        refresh_world.run(event, "ecs-main")
     assert api_calls.calls == calls_before
 
 

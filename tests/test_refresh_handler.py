@@ -439,6 +439,15 @@ def test_catch_up_event_for_an_unknown_group_is_ignored(world):
         ([], "must be a JSON object"),
         ({"action": "explode"}, "neither a rollout payload"),
         ({"schemaVersion": 2, "imageArn": IMAGE_ARN, "amis": {}}, "schemaVersion"),
+        # JSON true == 1 in Python: a boolean is no schema version.
+        (
+            {"schemaVersion": True, "imageArn": IMAGE_ARN, "amis": {"eu-west-1": "ami-0abcdef12"}},
+            r"schemaVersion must be the number 1, got True \(bool\)",
+        ),
+        (
+            {"schemaVersion": 1.0, "imageArn": IMAGE_ARN, "amis": {"eu-west-1": "img"}},
+            "AMI id",  # 1.0 is the JSON number 1
+        ),
         ({"schemaVersion": 1, "imageArn": "nope", "amis": {"eu-west-1": "ami-1"}}, "imageArn"),
         ({"schemaVersion": 1, "imageArn": IMAGE_ARN, "amis": {}}, "non-empty object"),
         ({"schemaVersion": 1, "imageArn": IMAGE_ARN, "amis": {"eu-west-1": "img"}}, "AMI id"),
@@ -482,6 +491,14 @@ def test_malformed_events_fail_clearly_before_any_aws_call(bare, event, message)
             r"TARGETS_JSON\[0\].launchTemplateId",
         ),
         ({"REFRESH_PREFERENCES_JSON": "[]"}, "REFRESH_PREFERENCES_JSON"),
+        (
+            {"REFRESH_PREFERENCES_JSON": '{"BakeTime": true}'},
+            r"REFRESH_PREFERENCES_JSON.BakeTime must be an integer, got True",
+        ),
+        (
+            {"REFRESH_PREFERENCES_JSON": '{"CheckpointPercentages": [50, false]}'},
+            "CheckpointPercentages must be an array of integers",
+        ),
     ],
 )
 def test_bad_environment_is_named(bare, override, message):

@@ -20,6 +20,21 @@ FINISHED_REFRESH_DETAIL_TYPES = frozenset(
 _ACCOUNT_ID = re.compile(r"^\d{12}$")
 _AMI_ID = re.compile(r"^ami-[0-9a-f]{8,17}$")
 _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
+# RefreshPreferences members the botocore model types as integers.
+_INTEGER_PREFERENCES = frozenset(
+    {
+        "MinHealthyPercentage",
+        "MaxHealthyPercentage",
+        "InstanceWarmup",
+        "CheckpointDelay",
+        "BakeTime",
+    }
+)
+
+
+def _is_number(value: Any) -> bool:
+    """JSON numbers only: `true == 1` in Python, but a JSON boolean is no number."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 class InvalidInputError(ValueError):
@@ -90,7 +105,25 @@ def parse_settings(environ: Mapping[str, str]) -> Settings:
         raise InvalidInputError(
             "REFRESH_PREFERENCES_JSON must be a JSON object of RefreshPreferences"
         )
+    _check_preference_numbers(preferences)
     return Settings(infra_account_id, image_prefix, targets, preferences)
+
+
+def _check_preference_numbers(preferences: Mapping[str, Any]) -> None:
+    """botocore accepts a bool where an integer is modelled (bool is an int) and sends "True"."""
+    for name in _INTEGER_PREFERENCES & set(preferences):
+        if not isinstance(preferences[name], int) or isinstance(preferences[name], bool):
+            raise InvalidInputError(
+                f"REFRESH_PREFERENCES_JSON.{name} must be an integer, got {preferences[name]!r}"
+            )
+    checkpoints = preferences.get("CheckpointPercentages", [])
+    if not isinstance(checkpoints, list) or not all(
+        isinstance(p, int) and not isinstance(p, bool) for p in checkpoints
+    ):
+        raise InvalidInputError(
+            "REFRESH_PREFERENCES_JSON.CheckpointPercentages must be an array of integers, got "
+            f"{checkpoints!r}"
+        )
 
 
 def _required_env(environ: Mapping[str, str], name: str) -> str:
@@ -141,10 +174,14 @@ def parse_event(event: Any) -> Request:
 
 
 def _parse_rollout(event: dict[str, Any]) -> Rollout:
-    if event.get("schemaVersion") != 1:
+    schema_version = event.get("schemaVersion")
+    if not _is_number(schema_version):
         raise InvalidInputError(
-            f"unsupported schemaVersion {event.get('schemaVersion')!r}; expected 1"
+            f"schemaVersion must be the number 1, got {schema_version!r} "
+            f"({type(schema_version).__name__})"
         )
+    if schema_version != 1:
+        raise InvalidInputError(f"unsupported schemaVersion {schema_version!r}; expected 1")
     image_arn = event.get("imageArn")
     if not isinstance(image_arn, str) or not image_arn.startswith("arn:"):
         raise InvalidInputError(f"imageArn must be an ARN, got {image_arn!r}")
