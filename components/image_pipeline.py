@@ -33,6 +33,12 @@ PAYLOAD_RUNNER_DOCUMENT = Path(__file__).with_name("payload_runner.yaml")
 
 # Images (and their AMIs) carrying this tag are never touched by the lifecycle policy.
 KEEP_IMAGE_TAG = {"golden-ami:keep": "true"}
+# AMIs some enrolled group runs or may roll back to: tagged in the infra account by the rollout
+# status (DESIGN §10). The lifecycle exclusion matches key and value, so the value is fixed here.
+IN_USE_AMI_TAG = {"golden-ami:in-use": "true"}
+# The lifecycle selects images of every version of the recipe: each recipe change (payload
+# runner, bucket, parent) is a new version, and the images of older versions must age out too.
+EVERY_RECIPE_VERSION = "x.x.x"
 # Image Builder's lifecycle `lastLaunched` exclusion accepts at most 365 days.
 MAX_LAST_LAUNCHED_DAYS = 365
 
@@ -413,8 +419,12 @@ class GoldenImagePipeline(pulumi.ComponentResource):
         Disabling or deleting an AMI breaks launches and rollbacks in every account using it,
         so only images past the retention age are candidates, the newest `keep_newest_images`
         always stay, and so does any AMI launched within the retention window (capped at
-        Image Builder's 365 days) or tagged `golden-ami:keep=true`. Selection is by the current
-        recipe version: a changed recipe starts a new series, and the old one stays as it is.
+        Image Builder's 365 days), tagged `golden-ami:keep=true`, or tagged
+        `golden-ami:in-use=true` by the rollout status: `lastLaunched` lags a day and does not
+        see launches in other accounts, and a group held on an older AMI (newer ones quarantined)
+        is not among the newest N. Selection is by recipe name and every version
+        (`x.x.x`): a changed recipe is a new version, and images of older versions are
+        retained, counted and deleted by the same rules.
         """
         name, args, child = self._name, self._args, pulumi.ResourceOptions(parent=self)
         role = aws.iam.Role(
@@ -443,7 +453,8 @@ class GoldenImagePipeline(pulumi.ComponentResource):
             name=f"{name}-lifecycle",
             description=(
                 f"Delete golden AMIs older than {args.image_retention_days} days, keeping the "
-                f"newest {args.keep_newest_images} and any launched in the last {in_use_window}"
+                f"newest {args.keep_newest_images}, any launched in the last {in_use_window} "
+                "and any tagged in use"
             ),
             execution_role=role.arn,
             resource_type="AMI_IMAGE",
@@ -468,7 +479,7 @@ class GoldenImagePipeline(pulumi.ComponentResource):
                             last_launched=aws.imagebuilder.LifecyclePolicyPolicyDetailExclusionRulesAmisLastLaunchedArgs(
                                 value=in_use_window, unit="DAYS"
                             ),
-                            tag_map=KEEP_IMAGE_TAG,
+                            tag_map={**KEEP_IMAGE_TAG, **IN_USE_AMI_TAG},
                         ),
                     ),
                 )
@@ -476,7 +487,7 @@ class GoldenImagePipeline(pulumi.ComponentResource):
             resource_selection=aws.imagebuilder.LifecyclePolicyResourceSelectionArgs(
                 recipes=[
                     aws.imagebuilder.LifecyclePolicyResourceSelectionRecipeArgs(
-                        name=recipe.name, semantic_version=recipe.version
+                        name=recipe.name, semantic_version=EVERY_RECIPE_VERSION
                     )
                 ]
             ),

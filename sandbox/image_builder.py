@@ -12,6 +12,8 @@ lengths and enums botocore does not check.
 Pipelines are registered programmatically; builds advance only when told to (`advance`,
 `run_build`), so tests and the demo are deterministic. On AVAILABLE the AMI is registered in
 moto's EC2 in every distribution region and the SNS message is produced in the documented shape.
+`run_lifecycle` applies a lifecycle policy (the CreateLifecyclePolicy shape) the way the
+documented rules read (see its docstring for what is modelled and what is left out).
 Use inside `moto.mock_aws()`:
 
     with mock_aws(), ImageBuilderEmulator() as image_builder:
@@ -226,6 +228,77 @@ class ImageBuilderEmulator:
             if message is not None:
                 return message
 
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def run_lifecycle(self, policy: Mapping[str, Any], now: datetime) -> list[dict[str, Any]]:
+        """One execution of an AMI_IMAGE lifecycle policy with DELETE rules, as documented.
+
+        Modelled: resource selection by recipe name + semantic version (`x` wildcards) or by
+        image tags; AGE filters (impacted when older than value x unit; the newest
+        `retainAtLeast` selected images are kept) and COUNT filters (the newest `value` are
+        kept); image exclusion by `tagMap`; AMI exclusion by `tagMap` (key and value),
+        `regions`, `sharedAccounts`, `isPublic` and `lastLaunched` (moto records no launch
+        time, and the API documents that AMIs without one are not excluded). DELETE removes the
+        image resource and, with `includeResources.amis`, deregisters each AMI not excluded.
+        The retained count is taken over every selected image (the stricter reading: the API
+        documents "the number of resources to keep on hand" without a per-version scope).
+        Left out: DEPRECATE/DISABLE rules, snapshot deletion (moto's AMIs have none), container
+        images, and months/years as calendar units (30 and 365 days here).
+        Returns what was done: one entry per image with the AMIs deleted and kept.
+        """
+        request = {
+            "name": "emulated-lifecycle",
+            "executionRole": "arn:aws:iam::123456789012:role/lifecycle",
+            "clientToken": "emulated",
+            **policy,
+        }
+        try:
+            validate_request(SERVICE_MODEL, "CreateLifecyclePolicy", request)
+        except ValidationError as error:
+            raise ImageBuilderError("InvalidParameterValueException", str(error)) from None
+        if policy["resourceType"] != "AMI_IMAGE":
+            raise NotImplementedError("the emulation runs AMI_IMAGE lifecycle policies only")
+        selected = sorted(
+            (
+                image
+                for image in self._images.values()
+                if image.status == "AVAILABLE" and _selected(image, policy["resourceSelection"])
+            ),
+            key=lambda image: image.date_created,
+            reverse=True,
+        )
+        actions = []
+        for detail in policy["policyDetails"]:
+            if detail["action"]["type"] != "DELETE":
+                raise NotImplementedError("the emulation runs DELETE lifecycle rules only")
+            for image in _impacted(selected, detail["filter"], now):
+                if image.arn not in self._images:
+                    continue  # deleted by an earlier rule of this run
+                exclusions = detail.get("exclusionRules") or {}
+                if _tags_match(image.tags, exclusions.get("tagMap")):
+                    continue
+                actions.append(self._delete_image(image, detail, exclusions.get("amis") or {}))
+        return actions
+
+    def _delete_image(
+        self, image: EmulatedImage, detail: Mapping[str, Any], ami_rules: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        deleted, kept = [], []
+        include_amis = (detail["action"].get("includeResources") or {}).get("amis", False)
+        for ami in image.amis:
+            backend = ec2_backends[image.pipeline.account_id][ami["region"]]
+            registered = backend.amis.get(ami["image"])
+            if registered is None:
+                continue
+            if not include_amis or _ami_excluded(registered, ami["region"], ami_rules):
+                kept.append(ami["image"])
+                continue
+            for account_id in (image.pipeline.account_id, *image.pipeline.visible_in_accounts):
+                ec2_backends[account_id][ami["region"]].amis.pop(ami["image"], None)
+            deleted.append(ami["image"])
+        del self._images[image.arn]
+        return {"imageArn": image.arn, "deletedAmis": deleted, "keptAmis": kept}
+
     def _distribute(self, image: EmulatedImage) -> None:
         pipeline = image.pipeline
         name = _BUILD_DATE.sub(_build_date(image.date_created), pipeline.ami_name)
@@ -327,6 +400,54 @@ class ImageBuilderEmulator:
         except ValidationError as error:
             raise ImageBuilderError(_validation_error_code(operation_name), str(error)) from None
         return operation(params, region)
+
+
+# --- lifecycle rules -------------------------------------------------------------------------
+
+_UNIT_DAYS = {"DAYS": 1, "WEEKS": 7, "MONTHS": 30, "YEARS": 365}
+
+
+def _version_matches(pattern: str, version: str) -> bool:
+    return all(
+        wanted in ("x", actual)
+        for wanted, actual in zip(pattern.split("."), version.split("."), strict=True)
+    )
+
+
+def _selected(image: EmulatedImage, selection: Mapping[str, Any]) -> bool:
+    if "tagMap" in selection:
+        return _tags_match(image.tags, selection["tagMap"])
+    return any(
+        recipe["name"] == image.pipeline.image_name
+        and _version_matches(recipe["semanticVersion"], image.pipeline.recipe_version)
+        for recipe in selection.get("recipes", [])
+    )
+
+
+def _impacted(
+    newest_first: Sequence[EmulatedImage], rule_filter: Mapping[str, Any], now: datetime
+) -> list[EmulatedImage]:
+    if rule_filter["type"] == "COUNT":
+        return list(newest_first[rule_filter["value"] :])
+    max_age = timedelta(days=rule_filter["value"] * _UNIT_DAYS[rule_filter["unit"]])
+    retained = rule_filter.get("retainAtLeast", 0)
+    return [image for image in newest_first[retained:] if now - image.date_created > max_age]
+
+
+def _tags_match(tags: Mapping[str, str], wanted: Mapping[str, str] | None) -> bool:
+    """Any of `wanted` present with its value: "Both the key and the value must match"."""
+    return any(tags.get(key) == value for key, value in (wanted or {}).items())
+
+
+def _ami_excluded(ami: Ami, region: str, rules: Mapping[str, Any]) -> bool:
+    tags = {tag["key"]: tag["value"] for tag in ami.get_tags()}
+    shared_with = {p.get("UserId") for p in ami.launch_permissions}
+    return (
+        _tags_match(tags, rules.get("tagMap"))
+        or region in rules.get("regions", [])
+        or bool(shared_with & set(rules.get("sharedAccounts", [])))
+        or (rules.get("isPublic", False) and {"Group": "all"} in ami.launch_permissions)
+    )
 
 
 # --- botocore hooks --------------------------------------------------------------------------
