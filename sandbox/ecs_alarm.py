@@ -16,7 +16,7 @@ it exercises exactly what a stack created there (rule patterns, targets, filters
    from the datapoints in moto's CloudWatch and moves it with SetAlarmState when it changes.
 
 `ecs_service_event` / `ecs_task_stopped_event` build ECS events in the shape of the real samples
-(`shared/fixtures/aws-events/`) so the sandbox can emit them without reading files outside the repo.
+(`tests/fixtures/aws-events/`) so the sandbox can emit them without reading files outside the repo.
 """
 
 from __future__ import annotations

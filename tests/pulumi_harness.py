@@ -38,8 +38,8 @@ from pulumi.runtime.stack import run_pulumi_func
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PROJECT_FILE = REPO_ROOT / "Pulumi.yaml"
 PROGRAM = REPO_ROOT / "__main__.py"
-# Real AWS event samples shared by every worker: `<repo>/../shared/fixtures/aws-events`.
-FIXTURES = REPO_ROOT.parent / "shared" / "fixtures" / "aws-events"
+# Real AWS event samples kept in the repo (sources: tests/fixtures/aws-events/README.md).
+FIXTURES = REPO_ROOT / "tests" / "fixtures" / "aws-events"
 
 EXAMPLE_STACKS = ("infra", "workload-dev", "workload-prod")
 PROJECT = "golden-ami"

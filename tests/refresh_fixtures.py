@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import itertools
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import boto3
@@ -19,7 +18,6 @@ from moto.ec2.models import ec2_backends
 from moto.ec2.models.amis import Ami
 from moto.ec2.utils import random_ami_id
 
-FIXTURES = Path(__file__).resolve().parent.parent.parent / "shared" / "fixtures" / "aws-events"
 WORKLOAD_ACCOUNT = DEFAULT_ACCOUNT_ID  # moto's default credentials belong to it
 INFRA_ACCOUNT = "210987654321"
 OTHER_ACCOUNT = "333333333333"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import json
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import boto3
 import botocore.exceptions
@@ -17,10 +16,10 @@ from moto import mock_aws
 from handlers.build_trigger import app, logic
 from handlers.build_trigger.aws import CLIENT_CONFIG, MAX_ATTEMPTS, BuildTriggerAws
 from sandbox.image_builder import ImageBuilderEmulator, sns_envelope
+from tests.pulumi_harness import FIXTURES
 
 # One session for the whole module: botocore parses its service models once per session.
 SESSION = boto3.Session()
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "aws-events"
 ACCOUNT = "123456789012"
 REGION = "eu-west-1"
 PIPELINE_ARN = f"arn:aws:imagebuilder:{REGION}:{ACCOUNT}:image-pipeline/golden-ami"

@@ -1,6 +1,6 @@
 """DESIGN §6: the rollback alarm counts exactly the listed ECS errors of its own cluster.
 
-Every case is a real sample from shared/fixtures/aws-events adapted to the cluster under test (or a
+Every case is a real sample from tests/fixtures/aws-events adapted to the cluster under test (or a
 copy of one with the fields that decide the case edited), checked with moto's EventBridge matcher.
 """
 

@@ -22,7 +22,6 @@ import re
 import threading
 import types
 import zipfile
-from pathlib import Path
 from typing import Any
 
 import boto3
@@ -38,9 +37,9 @@ from handlers.common.log import JsonFormatter
 from handlers.fanout import app
 from handlers.fanout.aws import RETRIES, FanoutAws, NoAccountBoundError
 from handlers.fanout.logic import MalformedMessageError
+from tests.pulumi_harness import FIXTURES
 from tests.sns_events import HOME_REGION, INFRA_ACCOUNT, MESSAGE_ID, sns_event
 
-FIXTURES = Path(__file__).resolve().parent.parent.parent / "shared" / "fixtures" / "aws-events"
 AVAILABLE_MESSAGE = json.loads((FIXTURES / "imagebuilder_sns_image_available.json").read_text())
 FAILED_MESSAGE = json.loads((FIXTURES / "imagebuilder_sns_image_failed.json").read_text())
 

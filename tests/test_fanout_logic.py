@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 
 import pytest
 
@@ -17,9 +16,9 @@ from handlers.fanout.logic import (
     MalformedMessageError,
     Outcome,
 )
+from tests.pulumi_harness import FIXTURES
 from tests.sns_events import sns_event
 
-FIXTURES = Path(__file__).resolve().parent.parent.parent / "shared" / "fixtures" / "aws-events"
 AVAILABLE_MESSAGE = json.loads((FIXTURES / "imagebuilder_sns_image_available.json").read_text())
 FAILED_MESSAGE = json.loads((FIXTURES / "imagebuilder_sns_image_failed.json").read_text())
 

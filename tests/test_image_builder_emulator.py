@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import boto3
 import botocore.exceptions
@@ -12,10 +11,10 @@ from moto import mock_aws
 
 from sandbox.image_builder import SERVICE_MODEL, ImageBuilderEmulator
 from sandbox.model_validation import ValidationError, validate_request, validate_response
+from tests.pulumi_harness import FIXTURES
 
 # One session for the whole module: botocore parses its service models once per session.
 SESSION = boto3.Session()
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "aws-events"
 ACCOUNT = "123456789012"
 WORKLOAD_ACCOUNT = "222222222222"
 PIPELINE_ARN = f"arn:aws:imagebuilder:eu-west-1:{ACCOUNT}:image-pipeline/golden-ami"

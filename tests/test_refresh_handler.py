@@ -14,6 +14,7 @@ from handlers.refresh import app, rules
 from handlers.refresh.parse import InvalidInputError
 from sandbox.instance_refresh import InstanceRefreshEmulator
 from tests import refresh_fixtures as fx
+from tests.pulumi_harness import FIXTURES
 
 IMAGE_ARN = "arn:aws:imagebuilder:eu-west-1:210987654321:image/golden-ecs-al2023/1.0.0/3"
 PREFERENCES = {
@@ -414,7 +415,7 @@ def test_one_failing_group_does_not_stop_the_others(world):
 
 def test_catch_up_event_converges_only_the_named_group(world):
     world.add_group("ecs-b", world.template_id)
-    event = json.loads((fx.FIXTURES / "autoscaling_instance_refresh_started.json").read_text())
+    event = json.loads((FIXTURES / "autoscaling_instance_refresh_started.json").read_text())
     event["detail-type"] = "EC2 Auto Scaling Instance Refresh Succeeded"
     event["detail"]["AutoScalingGroupName"] = "ecs-b"
 

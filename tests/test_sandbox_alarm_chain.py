@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import boto3
@@ -30,8 +29,8 @@ from sandbox.ecs_alarm import (
     judge_alarm,
     metric_value,
 )
+from tests.pulumi_harness import FIXTURES
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "aws-events"
 ACCOUNT, REGION, CLUSTER = "123456789012", "eu-west-1", "web"
 LOG_GROUP = f"/golden-ami/ecs-errors/{CLUSTER}"
 ALARM = f"golden-ami-{CLUSTER}-ecs-errors"
