@@ -1,32 +1,57 @@
-"""`python -m sandbox.stacks [STACK ...]`: each example stack's resource tree, offline.
+"""`python -m sandbox.stacks [STACK ...]`: each stack's resource tree, offline.
 
 Runs `__main__.py` for `Pulumi.<stack>.yaml` under Pulumi mocks (tests/pulumi_harness.py), the
 way `pulumi preview` would evaluate it, and prints the component tree: a quick look at what a
-stack declares without an AWS account or the Pulumi CLI.
+stack declares without an AWS account or the Pulumi CLI. Any stack file in the project works
+(default: all of them). Exit codes: 0 every tree printed; 3 an unknown stack, or a stack file
+or configuration the program refuses (its one message, no traceback), in which case nothing
+after that stack runs.
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TextIO
 
-from tests.pulumi_harness import EXAMPLE_STACKS, run_stack
+import pulumi
+import yaml
+
+from tests.pulumi_harness import REPO_ROOT, run_stack
+
+EXIT_OK = 0
+EXIT_USAGE = 3
 
 
-def main(argv: Sequence[str], out: TextIO) -> int:
-    unknown = sorted(set(argv) - set(EXAMPLE_STACKS))
+def stack_names(project_dir: Path) -> list[str]:
+    """The stacks with a `Pulumi.<stack>.yaml` in `project_dir`, infra first."""
+    names = [
+        path.name.removeprefix("Pulumi.").removesuffix(".yaml")
+        for path in project_dir.glob("Pulumi.*.yaml")
+    ]
+    return sorted(names, key=lambda name: (name != "infra", name))
+
+
+def main(argv: Sequence[str], out: TextIO, *, project_dir: Path = REPO_ROOT) -> int:
+    known = stack_names(project_dir)
+    unknown = [name for name in argv if name not in known]
     if unknown:
         print(
-            f"unknown stack(s) {', '.join(unknown)}; known: {', '.join(EXAMPLE_STACKS)}",
+            f"stacks: no stack file Pulumi.{unknown[0]}.yaml in {project_dir}; "
+            f"stacks there: {', '.join(known) or 'none'}",
             file=sys.stderr,
         )
-        return 2
-    for stack in argv or EXAMPLE_STACKS:
-        run = run_stack(stack)
+        return EXIT_USAGE
+    for stack in argv or known:
+        try:
+            run = run_stack(stack, project_dir=project_dir)
+        except (pulumi.RunError, yaml.YAMLError) as error:
+            print(f"stacks: Pulumi.{stack}.yaml: {error}", file=sys.stderr)
+            return EXIT_USAGE
         print(run.tree(), file=out)
         print(f"  ({len(run.resources)} resources)\n", file=out)
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

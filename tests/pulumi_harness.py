@@ -88,10 +88,13 @@ def pulumi_config_value(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
-def stack_config(stack: str, overrides: Mapping[str, Any] | None = None) -> dict[str, str]:
+def stack_config(
+    stack: str, overrides: Mapping[str, Any] | None = None, *, project_dir: Path = REPO_ROOT
+) -> dict[str, str]:
     """The full config of `Pulumi.<stack>.yaml` over the `Pulumi.yaml` defaults, as strings.
 
     `overrides` keys without a namespace belong to `golden-ami:`; a value of None removes the key.
+    The stack file is read from `project_dir` (default: this repository).
     """
     project = yaml.safe_load(PROJECT_FILE.read_text())
     values: dict[str, Any] = {
@@ -99,7 +102,7 @@ def stack_config(stack: str, overrides: Mapping[str, Any] | None = None) -> dict
         for key, spec in project["config"].items()
         if "default" in spec
     }
-    stack_file = REPO_ROOT / f"Pulumi.{stack}.yaml"
+    stack_file = project_dir / f"Pulumi.{stack}.yaml"
     values.update(yaml.safe_load(stack_file.read_text()).get("config") or {})
     for key, value in (overrides or {}).items():
         full_key = key if ":" in key else f"{PROJECT}:{key}"
@@ -328,13 +331,14 @@ def run_stack(
     overrides: Mapping[str, Any] | None = None,
     *,
     allow_failure: bool = False,
+    project_dir: Path = REPO_ROOT,
 ) -> StackRun:
-    """Run `__main__.py` for `Pulumi.<stack>.yaml` (+ `overrides`) under mocks.
+    """Run `__main__.py` for `Pulumi.<stack>.yaml` in `project_dir` (+ `overrides`) under mocks.
 
     The program's exception is re-raised unless `allow_failure`, in which case it is returned
     in `StackRun.error` together with whatever was registered before it.
     """
-    config = stack_config(stack, overrides)
+    config = stack_config(stack, overrides, project_dir=project_dir)
     return run_program(
         lambda: runpy.run_path(str(PROGRAM), run_name="__main__"),
         stack=stack,
