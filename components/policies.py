@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
-from handlers.refresh.rules import QUARANTINE_REVIEWED_TAG, QUARANTINE_TAG
+from handlers.refresh.rules import HELD_TAG, QUARANTINE_REVIEWED_TAG, QUARANTINE_TAG
 
 Policy = dict[str, Any]
 
@@ -366,13 +366,13 @@ def refresh_policy(
             "Resource": group_arns,
         },
         {
-            "Sid": "RecordQuarantineOnConfiguredGroups",
+            "Sid": "RecordQuarantineAndHoldOnConfiguredGroups",
             "Effect": "Allow",
             "Action": "autoscaling:CreateOrUpdateTags",
             "Resource": group_arns,
             "Condition": {
                 "ForAllValues:StringEquals": {
-                    "aws:TagKeys": sorted([QUARANTINE_TAG, QUARANTINE_REVIEWED_TAG])
+                    "aws:TagKeys": sorted([QUARANTINE_TAG, HELD_TAG, QUARANTINE_REVIEWED_TAG])
                 }
             },
         },

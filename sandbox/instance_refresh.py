@@ -9,7 +9,11 @@ it — from any boto3.Session, assumed-role sessions included — is covered:
   StartInstanceRefresh / DescribeInstanceRefreshes / CancelInstanceRefresh /
   RollbackInstanceRefresh itself; everything else goes on to moto;
 * `after-call.ec2.CreateLaunchTemplateVersion` gives moto's new version the data of its
-  SourceVersion, which moto ignores (the refresh launches instances from those versions).
+  SourceVersion, which moto ignores (the refresh launches instances from those versions);
+* DeleteLaunchTemplateVersions, which moto lacks, is answered here: a deleted version keeps its
+  number, DescribeLaunchTemplateVersions naming it answers InvalidLaunchTemplateId.VersionNotFound
+  and listings leave it out; the default version cannot be deleted (deleting the latest, which
+  would move `$Latest`, is refused as not emulated).
 
 Requests are validated against the botocore model (`sandbox.model_validation`) and the documented
 rules below; errors are answered as HTTP 400 with the modelled code, so botocore raises
@@ -182,11 +186,14 @@ class InstanceRefreshEmulator:
         self._alarm_state = alarm_state
         self._refreshes: dict[tuple[str, str, str], list[_Refresh]] = {}
         self._injected_errors: dict[str, list[_ApiError]] = {}
+        # (account, region, template id, version number) deleted by DeleteLaunchTemplateVersions
+        self._deleted_versions: set[tuple[str, str, str, int]] = set()
         self._random = random.Random(0)
         self._handlers = [
             ("before-parameter-build", self._stash_params),
             ("before-call", self._before_call),
             ("after-call.ec2.CreateLaunchTemplateVersion", self._inherit_source_version),
+            ("after-call.ec2.DescribeLaunchTemplateVersions", self._hide_deleted_versions),
         ]
 
     # --- installation -------------------------------------------------------------------------
@@ -274,7 +281,8 @@ class InstanceRefreshEmulator:
         context[_CALLER_KEY] = (account_id, region)
         service = model.service_model.endpoint_prefix
         self.calls.append(ApiCall(account_id, region, service, model.name, params))
-        answer = self._operations.get(model.name) if service == "autoscaling" else None
+        operations = {"autoscaling": self._operations, "ec2": self._ec2_operations}
+        answer = operations.get(service, {}).get(model.name)
         if answer is None:
             return None
         try:
@@ -287,7 +295,7 @@ class InstanceRefreshEmulator:
             body = answer(self, account_id, region, params)
         except _ApiError as error:
             return _response(400, {"Error": {"Code": error.code, "Message": error.message}})
-        return _response(200, body)
+        return None if body is None else _response(200, body)
 
     def _inherit_source_version(self, context: dict[str, Any], **_: Any) -> None:
         """CreateLaunchTemplateVersion(SourceVersion=n): the new version starts from version n."""
@@ -305,6 +313,76 @@ class InstanceRefreshEmulator:
         source = template.get_version(params["SourceVersion"])
         created = template.latest_version()
         created.data = {**copy.deepcopy(source.data), **created.data}
+
+    # --- launch-template versions: moto has no DeleteLaunchTemplateVersions ---------------------
+
+    def _delete_versions(
+        self, account_id: str, region: str, params: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Deleted versions keep their number; the default version cannot be deleted."""
+        template = _launch_template(account_id, region, params)
+        succeeded, failed = [], []
+        for version in params["Versions"]:
+            item = {"LaunchTemplateId": template.id, "LaunchTemplateName": template.name}
+            number = int(version) if str(version).isdigit() else None
+            key = (account_id, region, template.id, number or 0)
+            if (
+                number is None
+                or not 1 <= number <= len(template.versions)
+                or (key in self._deleted_versions)
+            ):
+                code, message = "launchTemplateVersionDoesNotExist", f"version {version} not found"
+            elif number == template.default_version_number:
+                code, message = "unexpectedError", "the default version cannot be deleted"
+            elif number == template.latest_version_number:
+                # $Latest would then resolve to the newest remaining version: not emulated.
+                raise _ApiError("ValidationError", "deleting the latest version is not emulated")
+            else:
+                self._deleted_versions.add(key)
+                succeeded.append({**item, "VersionNumber": number})
+                continue
+            item["VersionNumber"] = number or 0
+            failed.append({**item, "ResponseError": {"Code": code, "Message": message}})
+        return {
+            "SuccessfullyDeletedLaunchTemplateVersions": succeeded,
+            "UnsuccessfullyDeletedLaunchTemplateVersions": failed,
+        }
+
+    def _describe_versions(
+        self, account_id: str, region: str, params: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """A deleted version named by number is an error; anything else goes on to moto."""
+        template = _launch_template(account_id, region, params)
+        for version in params.get("Versions", []):
+            if str(version).isdigit() and self._is_deleted(
+                account_id, region, template.id, version
+            ):
+                raise _ApiError(
+                    "InvalidLaunchTemplateId.VersionNotFound",
+                    f"Could not find launch template version {version} for launch template "
+                    f"{template.id}",
+                )
+        return None
+
+    def _is_deleted(self, account_id: str, region: str, template_id: str, version: Any) -> bool:
+        return (account_id, region, template_id, int(version)) in self._deleted_versions
+
+    def _hide_deleted_versions(self, parsed: dict[str, Any], context: dict[str, Any], **_: Any):
+        if _CALLER_KEY not in context or "LaunchTemplateVersions" not in parsed:
+            return
+        account_id, region = context[_CALLER_KEY]
+        parsed["LaunchTemplateVersions"] = [
+            version
+            for version in parsed["LaunchTemplateVersions"]
+            if not self._is_deleted(
+                account_id, region, version["LaunchTemplateId"], version["VersionNumber"]
+            )
+        ]
+
+    _ec2_operations: Mapping[str, Callable[..., dict[str, Any] | None]] = {
+        "DeleteLaunchTemplateVersions": _delete_versions,
+        "DescribeLaunchTemplateVersions": _describe_versions,
+    }
 
     # --- the four operations ------------------------------------------------------------------
 
@@ -324,6 +402,12 @@ class InstanceRefreshEmulator:
         _check_preferences(preferences)
         saved = _group_configuration(group)
         target_version = _desired_version(group, desired)  # raises for unknown versions
+        if self._is_deleted(account_id, region, target_version.template.id, target_version.number):
+            raise _ApiError(
+                "ValidationError",
+                f"launch template {target_version.template.id} version {target_version.number} "
+                "does not exist",
+            )
         if preferences.get("AutoRollback"):
             _check_reversible(group, desired, saved)
         target_image = target_version.image_id
@@ -606,6 +690,19 @@ def _group(account_id: str, region: str, group_name: str) -> Any:
     if group is None:
         raise _ApiError("ValidationError", f"AutoScalingGroup name not found - {group_name}")
     return group
+
+
+def _launch_template(account_id: str, region: str, params: Mapping[str, Any]) -> Any:
+    from moto.ec2.exceptions import EC2ClientError
+    from moto.ec2.models import ec2_backends
+
+    backend = ec2_backends[account_id][region]
+    try:
+        if "LaunchTemplateId" in params:
+            return backend.get_launch_template(params["LaunchTemplateId"])
+        return backend.get_launch_template_by_name(params["LaunchTemplateName"])
+    except EC2ClientError as error:
+        raise _ApiError(error.code, error.message) from None
 
 
 def _group_configuration(group: Any) -> dict[str, Any]:

@@ -32,7 +32,7 @@ from handlers.fanout import app as fanout_app
 from handlers.fanout.logic import MalformedMessageError
 from handlers.refresh import app as refresh_app
 from handlers.refresh.parse import InvalidInputError
-from handlers.refresh.rules import QUARANTINE_TAG
+from handlers.refresh.rules import HELD_TAG, QUARANTINE_TAG
 from sandbox.image_builder import ImageBuilderEmulator
 from sandbox.instance_refresh import InstanceRefreshEmulator
 from sandbox.lambda_invoke import LambdaFunction, LambdaRouter
@@ -87,6 +87,8 @@ BAD_INPUTS = [
              NO_WRITE),
     BadInput("refresh already running", REFRESH, "deferred", "is Pending", NO_WRITE),
     BadInput("quarantined AMI", REFRESH, "quarantined", "was rolled back on this group", NO_WRITE),
+    BadInput("AMI held after an operator cancelled its refresh", REFRESH, "held",
+             "an operator cancelled the refresh", NO_WRITE),
 ]  # fmt: skip
 ROWS = {row.name: row for row in BAD_INPUTS}
 # Keys tests/test_config.py has no bad value for: (stack, overrides, key, what is allowed).
@@ -288,11 +290,16 @@ def refresh_world() -> Iterator[RefreshWorld]:
         group("ecs-gone", amis["current"], create=False)
         group("ecs-busy", amis["current"])
         group("ecs-quarantined", amis["current"])
+        group("ecs-held", amis["current"])
         autoscaling = session.client("autoscaling")
         autoscaling.start_instance_refresh(AutoScalingGroupName="ecs-busy")
         autoscaling.create_or_update_tags(
             Tags=[{"ResourceId": "ecs-quarantined", "ResourceType": "auto-scaling-group",
                    "Key": QUARANTINE_TAG, "Value": amis["new"], "PropagateAtLaunch": False}]
+        )  # fmt: skip
+        autoscaling.create_or_update_tags(
+            Tags=[{"ResourceId": "ecs-held", "ResourceType": "auto-scaling-group",
+                   "Key": HELD_TAG, "Value": amis["new"], "PropagateAtLaunch": False}]
         )  # fmt: skip
         autoscaling.create_launch_configuration(
             LaunchConfigurationName="legacy", ImageId=amis["current"], InstanceType="m7i.large"
@@ -323,6 +330,7 @@ def refresh_world() -> Iterator[RefreshWorld]:
         ("group without a launch template", "ecs-legacy", "new"),
         ("refresh already running", "ecs-busy", "new"),
         ("quarantined AMI", "ecs-quarantined", "new"),
+        ("AMI held after an operator cancelled its refresh", "ecs-held", "new"),
     ],
 )
 def test_refresh_bad_input(row, group, amis, refresh_world):

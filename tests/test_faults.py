@@ -263,18 +263,23 @@ def test_refresh_failed_and_rolled_back_without_alarm_quarantines_the_ami(aws):
     assert fx.instance_images(account.session, "ecs-a") == [current, current]
 
 
-def test_cancelled_refresh_is_retried_on_the_next_run_with_the_same_version(aws):
-    """A refresh cancelled by an operator is not a rollback: the AMI is not quarantined, and the
-    next run starts again, reusing the launch-template version the first one created."""
+def test_cancelled_refresh_is_held_not_retried_until_released(aws):
+    """A refresh cancelled by an operator is not a rollback: the AMI is not quarantined, but it is
+    held on the group (DESIGN §5.10) until release, which reuses the version the first created."""
     current, new = fx.register_image(1), fx.register_image(3)
     account = workload(fx.WORKLOAD_ACCOUNT, current)
-    run = lambda: refresh_app.handle(rollout(new), account.environment, account.session)  # noqa: E731
-    assert run()["results"][0]["launchTemplateVersion"] == 2
+    run = lambda event: refresh_app.handle(event, account.environment, account.session)  # noqa: E731
+    assert run(rollout(new))["results"][0]["launchTemplateVersion"] == 2
     account.session.client("autoscaling").cancel_instance_refresh(AutoScalingGroupName="ecs-a")
     aws.run_until_settled()
 
-    [result] = run()["results"]
+    [result] = run(rollout(new))["results"]
+
+    assert result["outcome"] == "held", result
+    assert fx.group_tags(account.session, "ecs-a")[QUARANTINE_TAG] == ""
+    assert len(aws.calls_to("StartInstanceRefresh")) == 1
+
+    [result] = run({"action": "release", "autoScalingGroupName": "ecs-a", "amiId": new})["results"]
 
     assert result["outcome"] == "started" and result["launchTemplateVersion"] == 2
     assert account.versions() == 2
-    assert QUARANTINE_TAG not in fx.group_tags(account.session, "ecs-a")

@@ -283,3 +283,31 @@ def test_hooks_are_removed_on_exit(monkeypatch):
         client = boto3.Session(region_name=fx.REGION).client("autoscaling")
         with pytest.raises(NotImplementedError):
             client.describe_instance_refreshes(AutoScalingGroupName="g")
+
+
+# --- DeleteLaunchTemplateVersions (moto has none) -------------------------------------------------
+
+
+def test_deleted_version_is_not_found_by_number_and_missing_from_listings(setup):
+    ec2 = setup.session.client("ec2")
+    ec2.create_launch_template_version(
+        LaunchTemplateId=setup.template_id, SourceVersion="1", LaunchTemplateData={}
+    )  # version 3: the latest cannot be deleted in the emulation
+
+    answer = ec2.delete_launch_template_versions(
+        LaunchTemplateId=setup.template_id, Versions=["2", "1", "9"]
+    )
+
+    assert [v["VersionNumber"] for v in answer["SuccessfullyDeletedLaunchTemplateVersions"]] == [2]
+    failed = {
+        v["VersionNumber"]: v["ResponseError"]["Code"]
+        for v in answer["UnsuccessfullyDeletedLaunchTemplateVersions"]
+    }
+    assert failed == {1: "unexpectedError", 9: "launchTemplateVersionDoesNotExist"}  # 1: default
+    with pytest.raises(ec2.exceptions.ClientError) as error:
+        ec2.describe_launch_template_versions(LaunchTemplateId=setup.template_id, Versions=["2"])
+    assert error.value.response["Error"]["Code"] == "InvalidLaunchTemplateId.VersionNotFound"
+    listed = ec2.describe_launch_template_versions(LaunchTemplateId=setup.template_id)
+    assert sorted(v["VersionNumber"] for v in listed["LaunchTemplateVersions"]) == [1, 3]
+    with pytest.raises(setup.autoscaling.exceptions.ClientError, match="does not exist"):
+        setup.start("2")

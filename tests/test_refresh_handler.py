@@ -388,6 +388,126 @@ def test_release_survives_the_next_run_reading_the_same_rollback_history(world):
     assert fx.group_tags(world.session, "ecs-a")[rules.QUARANTINE_TAG] == ""
 
 
+# --- rule 10: an operator's cancel holds the AMI ------------------------------------------------
+
+
+def cancel(world: World) -> dict:
+    """Roll the new AMI out on ecs-a and let an operator cancel it; returns the Cancelled event."""
+    assert only(world.run(world.rollout(world.new_ami)))["outcome"] == "started"
+    world.emulator.advance(30)
+    world.session.client("autoscaling").cancel_instance_refresh(AutoScalingGroupName="ecs-a")
+    world.emulator.run_until_settled()
+    return world.emulator.events[-1]
+
+
+def test_an_operator_cancel_holds_the_ami_on_the_group_until_release(world):
+    event = cancel(world)
+    assert event["detail-type"] == "EC2 Auto Scaling Instance Refresh Cancelled"
+
+    # The catch-up rule's run, then the schedule's and a redelivered rollout: none restarts it.
+    for trigger in (event, {"action": "converge"}, world.rollout(world.new_ami)):
+        result = only(world.run(trigger))
+        assert result["outcome"] == "held", result
+        assert "cancelled" in result["reason"] and result["amiId"] == world.new_ami
+    assert len(world.emulator.calls_to("StartInstanceRefresh")) == 1
+    tags = fx.group_tags(world.session, "ecs-a")
+    assert tags[rules.HELD_TAG] == world.new_ami and tags[rules.QUARANTINE_TAG] == ""
+
+    result = only(
+        world.run({"action": "release", "autoScalingGroupName": "ecs-a", "amiId": world.new_ami})
+    )
+
+    assert result["released"] == world.new_ami and result["outcome"] == "started"
+    assert fx.group_tags(world.session, "ecs-a")[rules.HELD_TAG] == ""
+    world.emulator.run_until_settled()
+    assert only(world.run({}))["outcome"] == "current"  # the release is not undone
+
+
+def test_a_hold_is_per_ami_a_newer_image_rolls_out(world):
+    cancel(world)
+    newer = fx.register_image(5)
+    assert only(world.run(world.rollout(newer)))["outcome"] == "started"
+
+
+# --- rule 9: only refreshes this tool started quarantine or hold ---------------------------------
+
+
+def operator_refresh(world: World, desired: dict, *, version_description: str = "by hand") -> None:
+    """An operator's own refresh to a hand-made version 2 (the new AMI), rolled back."""
+    world.session.client("ec2").create_launch_template_version(
+        LaunchTemplateId=world.template_id,
+        SourceVersion="1",
+        VersionDescription=version_description,
+        LaunchTemplateData={"ImageId": world.new_ami},
+    )
+    world.session.client("autoscaling").start_instance_refresh(
+        AutoScalingGroupName="ecs-a",
+        DesiredConfiguration=desired,
+        Preferences={
+            "AutoRollback": True,
+            "AlarmSpecification": {"Alarms": ["ecs-a-ecs-errors"]},
+            "MinHealthyPercentage": 50,
+        },
+    )
+    world.emulator.advance(30)
+    fx.set_alarm_state(world.session, "ecs-a-ecs-errors", "ALARM")
+    world.emulator.run_until_settled()
+    fx.set_alarm_state(world.session, "ecs-a-ecs-errors", "OK")
+    [refresh] = world.emulator.refreshes(fx.WORKLOAD_ACCOUNT, fx.REGION, "ecs-a")
+    assert refresh["Status"] == "RollbackSuccessful"
+
+
+def test_rollback_of_a_refresh_this_tool_did_not_start_quarantines_nothing(world):
+    spec = {"LaunchTemplateId": world.template_id, "Version": "2"}
+    operator_refresh(world, {"LaunchTemplate": spec})
+
+    result = only(world.run(world.rollout(world.new_ami)))
+
+    assert result["outcome"] == "started", result
+    assert fx.group_tags(world.session, "ecs-a")[rules.QUARANTINE_TAG] == ""
+    # The hand-made version carries the same data but is not reused: a rollback of the refresh
+    # to it would not be recognisable as this tool's.
+    assert result["launchTemplateVersion"] == 3
+
+
+def test_history_naming_the_template_by_name_neither_crashes_nor_fails_other_groups(world):
+    world.add_group("ecs-b", world.template_id)
+    name = world.session.client("ec2").describe_launch_templates(
+        LaunchTemplateIds=[world.template_id]
+    )["LaunchTemplates"][0]["LaunchTemplateName"]
+    ours = rules.version_description(world.new_ami, IMAGE_ARN)
+    operator_refresh(
+        world,
+        {"LaunchTemplate": {"LaunchTemplateName": name, "Version": "2"}},
+        version_description=ours,  # looks like ours: the template is found by name
+    )
+
+    results = world.run(world.rollout(world.new_ami))
+
+    assert [(r["autoScalingGroupName"], r["outcome"]) for r in results] == [
+        ("ecs-a", "quarantined"),
+        ("ecs-b", "started"),
+    ]
+
+
+def test_a_deleted_launch_template_version_in_the_history_does_not_fail_the_group(world):
+    roll_back(world)  # this tool's refresh to version 2, rolled back
+    ec2 = world.session.client("ec2")
+    ec2.create_launch_template_version(  # an operator's later version, then the cleanup
+        LaunchTemplateId=world.template_id, SourceVersion="1", LaunchTemplateData={}
+    )
+    deleted = ec2.delete_launch_template_versions(
+        LaunchTemplateId=world.template_id, Versions=["2"]
+    )
+    assert deleted["UnsuccessfullyDeletedLaunchTemplateVersions"] == []
+
+    result = only(world.run(world.rollout(world.new_ami)))
+
+    assert result["outcome"] == "started", result
+    assert "version 2, which no longer exists" in result["warnings"][0]
+    assert result["launchTemplateVersion"] == 4
+
+
 # --- rule 8 and isolation ---------------------------------------------------------------------
 
 

@@ -139,10 +139,13 @@ def test_new_version_changes_only_the_image():
 
 
 def test_an_existing_version_with_the_same_source_and_image_is_reused():
+    ours = rules.version_description("ami-new", None)
+    new_data = {**SOURCE, "ImageId": "ami-new"}
     versions = [
         {"VersionNumber": 3, "LaunchTemplateData": SOURCE},
-        {"VersionNumber": 4, "LaunchTemplateData": {**SOURCE, "ImageId": "ami-new"}},
+        {"VersionNumber": 4, "LaunchTemplateData": new_data, "VersionDescription": ours},
         {"VersionNumber": 5, "LaunchTemplateData": {"ImageId": "ami-new"}},  # other source
+        {"VersionNumber": 6, "LaunchTemplateData": new_data, "VersionDescription": "by hand"},
     ]
     assert rules.reusable_version(versions, SOURCE, "ami-new") == 4
     assert rules.reusable_version(versions, SOURCE, "ami-other") is None
@@ -226,7 +229,7 @@ def refresh(status: str, end: str, version: str = "4", **extra) -> dict:
     }
 
 
-def test_rolled_back_refreshes_are_found_oldest_first_and_others_ignored():
+def test_rollbacks_quarantine_and_cancellations_hold_oldest_first_others_ignored():
     history = [
         refresh("RollbackFailed", "2025-01-03T00:00:00.000000Z", "6"),
         refresh("Successful", "2025-01-02T12:00:00.000000Z", "5"),
@@ -235,20 +238,21 @@ def test_rolled_back_refreshes_are_found_oldest_first_and_others_ignored():
         refresh("Cancelled", "2025-01-02T04:00:00.000000Z", "9"),
         refresh("RollbackSuccessful", "2025-01-02T00:00:00.000000Z", "4"),
     ]
-    found = rules.rolled_back_refreshes(history, None)
-    assert [(r.version, r.template_id) for r in found] == [
-        ("4", "lt-1"),
-        ("7", "lt-1"),
-        ("6", "lt-1"),
+    found = rules.refreshes_to_record(history, None)
+    assert [(r.version, r.template, r.verdict) for r in found] == [
+        ("4", {"LaunchTemplateId": "lt-1"}, rules.QUARANTINE),
+        ("9", {"LaunchTemplateId": "lt-1"}, rules.HOLD),
+        ("7", {"LaunchTemplateId": "lt-1"}, rules.QUARANTINE),
+        ("6", {"LaunchTemplateId": "lt-1"}, rules.QUARANTINE),
     ]
 
 
-def test_rollbacks_already_reviewed_are_not_folded_in_again():
+def test_refreshes_already_reviewed_are_not_folded_in_again():
     history = [
         refresh("RollbackSuccessful", "2025-01-03T00:00:00.000000Z", "6"),
-        refresh("RollbackSuccessful", "2025-01-02T00:00:00.000000Z", "4"),
+        refresh("Cancelled", "2025-01-02T00:00:00.000000Z", "4"),
     ]
-    found = rules.rolled_back_refreshes(history, "2025-01-02T00:00:00.000000Z")
+    found = rules.refreshes_to_record(history, "2025-01-02T00:00:00.000000Z")
     assert [r.version for r in found] == ["6"]
 
 
@@ -268,22 +272,58 @@ def test_rollback_of_a_mixed_instances_refresh_is_found():
             "DesiredConfiguration": desired,
         }
     ]
-    assert [r.version for r in rules.rolled_back_refreshes(history, None)] == ["9"]
+    assert [r.version for r in rules.refreshes_to_record(history, None)] == ["9"]
 
 
-def test_quarantine_tag_keeps_the_newest_ids_that_fit_in_256_characters():
+def test_a_template_named_by_name_is_kept_and_floating_or_missing_versions_are_not_ours():
+    """DesiredConfiguration's LaunchTemplateSpecification has LaunchTemplateId *or*
+    LaunchTemplateName, and Version is optional (botocore autoscaling model)."""
+    end = "2025-01-02T00:00:00.000000Z"
+    history = [
+        {**refresh("RollbackSuccessful", end), "DesiredConfiguration": desired}
+        for desired in (
+            {"LaunchTemplate": {"LaunchTemplateName": "ecs", "Version": "3"}},
+            {"LaunchTemplate": {"LaunchTemplateId": "lt-1", "Version": "$Latest"}},
+            {"LaunchTemplate": {"LaunchTemplateId": "lt-1"}},
+            {},
+        )
+    ]
+    [found] = rules.refreshes_to_record(history, None)
+    assert found.template == {"LaunchTemplateName": "ecs"} and found.version == "3"
+
+
+def version(description: str, image_id: str = "ami-1", template_id: str = "lt-1") -> dict:
+    return {
+        "LaunchTemplateId": template_id,
+        "VersionNumber": 4,
+        "VersionDescription": description,
+        "LaunchTemplateData": {"ImageId": image_id},
+    }
+
+
+def test_only_versions_this_tool_created_on_the_target_template_are_its_own():
+    ours = rules.version_description("ami-1", "arn:aws:imagebuilder:…")
+    assert rules.started_by_this_tool(version(ours), "lt-1")
+    assert rules.started_by_this_tool(version(rules.version_description("ami-1", None)), "lt-1")
+    assert not rules.started_by_this_tool(version(ours, template_id="lt-2"), "lt-1")
+    assert not rules.started_by_this_tool(version(ours, image_id="ami-2"), "lt-1")  # edited
+    assert not rules.started_by_this_tool(version("hand-made"), "lt-1")
+    assert not rules.started_by_this_tool({"LaunchTemplateId": "lt-1"}, "lt-1")
+
+
+def test_ami_list_tag_keeps_the_newest_ids_that_fit_in_256_characters():
     ami_ids = [f"ami-{n:017x}" for n in range(15)]  # 21 characters each
-    value, forgotten = rules.quarantine_tag_value(ami_ids)
+    value, forgotten = rules.ami_list_tag_value(ami_ids)
     assert len(value) <= 256
-    kept = rules.parse_quarantine_tag(value)
+    kept = rules.parse_ami_list_tag(value)
     assert kept == ami_ids[-len(kept) :] and len(kept) == 11
     assert forgotten == ami_ids[: 15 - 11]
 
 
-def test_quarantine_tag_round_trip_and_duplicates():
-    value, forgotten = rules.quarantine_tag_value(["ami-1", "ami-2", "ami-1"])
-    assert rules.parse_quarantine_tag(value) == ["ami-1", "ami-2"] and forgotten == []
-    assert rules.parse_quarantine_tag(None) == [] and rules.parse_quarantine_tag("") == []
+def test_ami_list_tag_round_trip_and_duplicates():
+    value, forgotten = rules.ami_list_tag_value(["ami-1", "ami-2", "ami-1"])
+    assert rules.parse_ami_list_tag(value) == ["ami-1", "ami-2"] and forgotten == []
+    assert rules.parse_ami_list_tag(None) == [] and rules.parse_ami_list_tag("") == []
 
 
 # --- rule 8 -----------------------------------------------------------------------------------

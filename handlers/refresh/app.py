@@ -34,13 +34,13 @@ LOGGER = get_logger("golden-ami.refresh")
 @dataclass
 class GroupResult:
     autoScalingGroupName: str  # noqa: N815 - the result's JSON member names
-    outcome: str  # started | current | deferred | quarantined | rejected | failed
+    outcome: str  # started | current | deferred | held | quarantined | rejected | failed
     reason: str
     amiId: str | None = None  # noqa: N815
     launchTemplateVersion: int | None = None  # noqa: N815
     instanceRefreshId: str | None = None  # noqa: N815
     pinnedVersion: int | None = None  # noqa: N815 - $Latest/$Default pinned to this number
-    released: str | None = None  # the AMI a release action took out of quarantine
+    released: str | None = None  # the AMI a release action took out of quarantine or hold
     warnings: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -122,9 +122,9 @@ def _converge(
     result.amiId = image.image_id
 
     refreshes = aws.instance_refreshes(group_name)
-    quarantined = _record_quarantine(aws, group, refreshes, result)
+    verdicts = _record_verdicts(aws, group, target, refreshes, result)
     if isinstance(request, Release):
-        quarantined = _release(aws, group_name, quarantined, request.ami_id, result)
+        verdicts = _release(aws, group_name, verdicts, request.ami_id, result)
     if active := rules.active_refresh(refreshes):
         raise _DecidedError(
             "deferred",
@@ -133,11 +133,17 @@ def _converge(
         )
     if rules.is_current(current_image_id, image.image_id):
         raise _DecidedError("current", f"version {current_number} already uses {image.image_id}")
-    if image.image_id in quarantined:
+    if image.image_id in verdicts.quarantined:
         raise _DecidedError(
             "quarantined",
             f"{image.image_id} was rolled back on this group; use the release action if the "
             "alarm was false",
+        )
+    if image.image_id in verdicts.held:
+        raise _DecidedError(
+            "held",
+            f"an operator cancelled the refresh to {image.image_id} on this group; use the "
+            "release action to let it roll out again",
         )
     current_image = aws.image(current_image_id)
     if reason := rules.older_than_current_reason(image, current_image):
@@ -214,51 +220,90 @@ def _target_image(
     return image, None
 
 
-def _record_quarantine(
-    aws: RefreshAws, group: Mapping[str, Any], refreshes: list[dict[str, Any]], result: GroupResult
-) -> list[str]:
-    """Fold rollbacks the tag does not know yet into it (a missed event is caught up here)."""
+@dataclass(frozen=True)
+class _Verdicts:
+    """The group's quarantined and held AMIs, oldest first (DESIGN §5.7, §5.10)."""
+
+    quarantined: list[str]
+    held: list[str]
+
+    @classmethod
+    def from_tags(cls, tags: Mapping[str, str]) -> _Verdicts:
+        return cls(
+            rules.parse_ami_list_tag(tags.get(rules.QUARANTINE_TAG)),
+            rules.parse_ami_list_tag(tags.get(rules.HELD_TAG)),
+        )
+
+
+def _record_verdicts(
+    aws: RefreshAws,
+    group: Mapping[str, Any],
+    target: Target,
+    refreshes: list[dict[str, Any]],
+    result: GroupResult,
+) -> _Verdicts:
+    """Fold rollbacks and cancellations the tags do not know yet into them (a missed event is
+    caught up here). Only refreshes this tool started count."""
     tags = {tag["Key"]: tag["Value"] for tag in group.get("Tags", [])}
-    quarantined = rules.parse_quarantine_tag(tags.get(rules.QUARANTINE_TAG))
-    new = rules.rolled_back_refreshes(refreshes, tags.get(rules.QUARANTINE_REVIEWED_TAG) or None)
+    verdicts = _Verdicts.from_tags(tags)
+    new = rules.refreshes_to_record(refreshes, tags.get(rules.QUARANTINE_REVIEWED_TAG) or None)
     if not new:
-        return quarantined
+        return verdicts
     for refresh in new:
-        data = aws.launch_template_version(refresh.template_id, refresh.version)
-        quarantined.append(data["LaunchTemplateData"]["ImageId"])
+        version = aws.find_launch_template_version(refresh.template, refresh.version)
+        if version is None:
+            result.warnings.append(
+                f"instance refresh {refresh.instance_refresh_id} ({refresh.status}) named "
+                f"launch-template version {refresh.version}, which no longer exists: its image "
+                "is neither quarantined nor held"
+            )
+            continue
+        if not rules.started_by_this_tool(version, target.launch_template_id):
+            continue
+        image_id = version["LaunchTemplateData"]["ImageId"]
+        (verdicts.quarantined if refresh.verdict == rules.QUARANTINE else verdicts.held).append(
+            image_id
+        )
     group_name = group["AutoScalingGroupName"]
-    return _write_quarantine(aws, group_name, quarantined, new[-1].end_time, result)
+    return _write_verdicts(aws, group_name, verdicts, new[-1].end_time, result)
 
 
 def _release(
-    aws: RefreshAws, group_name: str, quarantined: list[str], ami_id: str, result: GroupResult
-) -> list[str]:
-    if ami_id not in quarantined:
-        result.warnings.append(f"{ami_id} was not quarantined on this group")
-        return quarantined
-    remaining = [quarantined_id for quarantined_id in quarantined if quarantined_id != ami_id]
+    aws: RefreshAws, group_name: str, verdicts: _Verdicts, ami_id: str, result: GroupResult
+) -> _Verdicts:
+    if ami_id not in verdicts.quarantined and ami_id not in verdicts.held:
+        result.warnings.append(f"{ami_id} was neither quarantined nor held on this group")
+        return verdicts
+    remaining = _Verdicts(
+        [quarantined for quarantined in verdicts.quarantined if quarantined != ami_id],
+        [held for held in verdicts.held if held != ami_id],
+    )
     result.released = ami_id
-    return _write_quarantine(aws, group_name, remaining, None, result)
+    return _write_verdicts(aws, group_name, remaining, None, result)
 
 
-def _write_quarantine(
+def _write_verdicts(
     aws: RefreshAws,
     group_name: str,
-    ami_ids: list[str],
+    verdicts: _Verdicts,
     reviewed_until: str | None,
     result: GroupResult,
-) -> list[str]:
-    value, forgotten = rules.quarantine_tag_value(ami_ids)
-    tags = {rules.QUARANTINE_TAG: value}
+) -> _Verdicts:
+    tags = {}
+    for key, ami_ids in (
+        (rules.QUARANTINE_TAG, verdicts.quarantined),
+        (rules.HELD_TAG, verdicts.held),
+    ):
+        tags[key], forgotten = rules.ami_list_tag_value(ami_ids)
+        if forgotten:
+            result.warnings.append(
+                f"{key} tag is full ({rules.TAG_VALUE_MAX_LENGTH} characters): forgot the "
+                f"oldest entries {' '.join(forgotten)}"
+            )
     if reviewed_until is not None:
         tags[rules.QUARANTINE_REVIEWED_TAG] = reviewed_until
     aws.set_group_tags(group_name, tags)
-    if forgotten:
-        result.warnings.append(
-            f"quarantine tag is full ({rules.TAG_VALUE_MAX_LENGTH} characters): forgot the "
-            f"oldest entries {' '.join(forgotten)}"
-        )
-    return rules.parse_quarantine_tag(value)
+    return _Verdicts.from_tags(tags)
 
 
 def _draining_warning(aws: RefreshAws, target: Target, group_arn: str) -> str | None:

@@ -27,6 +27,12 @@ CLIENT_CONFIG = Config(
     read_timeout=20,
 )
 _MISSING_IMAGE_CODES = {"InvalidAMIID.NotFound", "InvalidAMIID.Unavailable"}
+_MISSING_TEMPLATE_VERSION_CODES = {
+    "InvalidLaunchTemplateId.VersionNotFound",
+    "InvalidLaunchTemplateId.NotFound",
+    "InvalidLaunchTemplateId.Malformed",
+    "InvalidLaunchTemplateName.NotFoundException",
+}
 
 
 class RefreshInProgressError(Exception):
@@ -125,6 +131,20 @@ class RefreshAws:
         return self._ec2.describe_launch_template_versions(
             LaunchTemplateId=template_id, Versions=[version]
         )["LaunchTemplateVersions"][0]
+
+    def find_launch_template_version(
+        self, template: Mapping[str, str], version: str
+    ) -> dict[str, Any] | None:
+        """A version named by template id or name; None when it (or its template) was deleted."""
+        try:
+            versions = self._ec2.describe_launch_template_versions(**template, Versions=[version])[
+                "LaunchTemplateVersions"
+            ]
+        except ClientError as error:
+            if error.response["Error"]["Code"] in _MISSING_TEMPLATE_VERSION_CODES:
+                return None
+            raise
+        return versions[0] if versions else None
 
     def launch_template_versions(self, template_id: str) -> list[dict[str, Any]]:
         paginator = self._ec2.get_paginator("describe_launch_template_versions")

@@ -9,8 +9,9 @@
      new_version_data, reusable_version, version_description
   5. preferences and the managed-draining pre-flight: refresh_preferences, draining_warning
   6. never over an active refresh: active_refresh
-  7. quarantine of rolled-back AMIs: rolled_back_refreshes, parse_quarantine_tag,
-     quarantine_tag_value
+  7. quarantine of rolled-back AMIs, 10. hold of cancelled ones, 9. only refreshes this tool
+     started count: refreshes_to_record, started_by_this_tool, parse_ami_list_tag,
+     ami_list_tag_value
   8. already on target -> current: is_current
 """
 
@@ -20,10 +21,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-QUARANTINE_TAG = "golden-ami:quarantined"
-# Newest EndTime of the rolled-back refreshes already folded into the quarantine tag. Without it a
-# `release` would be undone by the next run, which still sees the rollback in the refresh history.
+QUARANTINE_TAG = "golden-ami:quarantined"  # AMIs whose refresh on the group rolled back
+HELD_TAG = "golden-ami:held"  # AMIs whose refresh on the group an operator cancelled
+# Newest EndTime of the finished refreshes already folded into the quarantine and held tags.
+# Without it a `release` would be undone by the next run, which still sees the rollback or the
+# cancellation in the refresh history. (Named before holds existed; groups already carry it.)
 QUARANTINE_REVIEWED_TAG = "golden-ami:quarantine-reviewed-until"
+QUARANTINE, HOLD = "quarantine", "hold"
+VERSION_DESCRIPTION_PREFIX = "golden-ami "
 TAG_VALUE_MAX_LENGTH = 256  # Auto Scaling tag values
 
 ACTIVE_REFRESH_STATUSES = frozenset(
@@ -51,11 +56,15 @@ class TemplateRef:
 
 
 @dataclass(frozen=True)
-class RolledBackRefresh:
+class FinishedRefresh:
+    """A finished refresh that quarantines (rolled back) or holds (cancelled) its image."""
+
     instance_refresh_id: str
-    template_id: str
-    version: str
+    template: Mapping[str, str]  # {"LaunchTemplateId": …} or {"LaunchTemplateName": …}
+    version: str  # a version number
     end_time: str  # ISO 8601
+    status: str  # as DescribeInstanceRefreshes reports it
+    verdict: str  # QUARANTINE | HOLD
 
 
 # --- rule 1 -----------------------------------------------------------------------------------
@@ -161,23 +170,25 @@ def new_version_data(source_data: Mapping[str, Any], image_id: str) -> dict[str,
 def reusable_version(
     versions: Iterable[Mapping[str, Any]], source_data: Mapping[str, Any], image_id: str
 ) -> int | None:
-    """An existing version equal to the source version with only the image changed, if any.
+    """A version this tool created earlier from the same source with the same image, if any.
 
     DescribeLaunchTemplateVersions returns the full LaunchTemplateData of every version, so
-    "created from the same source with the same image" is a plain equality.
+    "created from the same source with the same image" is a plain equality. A hand-made version
+    with the same data is not reused: a refresh to it would not be recognisable as this tool's
+    (rule 9), so its rollback would quarantine nothing.
     """
     wanted = new_version_data(source_data, image_id)
     matches = [
         version["VersionNumber"]
         for version in versions
-        if version.get("LaunchTemplateData") == wanted
+        if version.get("LaunchTemplateData") == wanted and _described_by_this_tool(version)
     ]
     return max(matches, default=None)
 
 
 def version_description(ami_id: str, image_arn: str | None) -> str:
     """Launch-template version descriptions are limited to 255 characters."""
-    return f"golden-ami {ami_id} from {image_arn or 'converge'}"[:255]
+    return f"{VERSION_DESCRIPTION_PREFIX}{ami_id} from {image_arn or 'converge'}"[:255]
 
 
 # --- rule 5 -----------------------------------------------------------------------------------
@@ -230,15 +241,19 @@ def active_refresh(refreshes: Iterable[Mapping[str, Any]]) -> Mapping[str, Any] 
     )
 
 
-# --- rule 7 -----------------------------------------------------------------------------------
+# --- rules 7, 9, 10: quarantine and hold --------------------------------------------------------
 
 
-def rolled_back_refreshes(
+def refreshes_to_record(
     refreshes: Iterable[Mapping[str, Any]], reviewed_until: str | None
-) -> list[RolledBackRefresh]:
-    """Finished refreshes that ended in rollback after `reviewed_until` (ISO 8601), oldest first.
+) -> list[FinishedRefresh]:
+    """Finished refreshes after `reviewed_until` (ISO 8601) that may quarantine or hold its image,
+    oldest first.
 
-    Rolled back = RollbackSuccessful / RollbackFailed, or Failed with rollback details.
+    Rolled back (RollbackSuccessful / RollbackFailed, or Failed with rollback details) ->
+    quarantine; Cancelled -> hold (this tool never cancels, so an operator did). Only a refresh
+    naming a numbered launch-template version can be one this tool started; whether it is, is
+    decided on that version (`started_by_this_tool`).
     """
     found = []
     for refresh in refreshes:
@@ -246,15 +261,22 @@ def rolled_back_refreshes(
         rolled_back = status in {"RollbackSuccessful", "RollbackFailed"} or (
             status == "Failed" and refresh.get("RollbackDetails")
         )
+        verdict = QUARANTINE if rolled_back else HOLD if status == "Cancelled" else None
         end_time = refresh.get("EndTime")
         spec = _desired_specification(refresh.get("DesiredConfiguration") or {})
-        if not rolled_back or end_time is None or spec is None:
+        if verdict is None or end_time is None or spec is None:
             continue
         if reviewed_until is not None and end_time <= reviewed_until:
             continue
+        template = {
+            key: spec[key] for key in ("LaunchTemplateId", "LaunchTemplateName") if key in spec
+        }
+        version = str(spec.get("Version") or "")
+        if not template or not version.isdigit():
+            continue
         found.append(
-            RolledBackRefresh(
-                refresh["InstanceRefreshId"], spec["LaunchTemplateId"], spec["Version"], end_time
+            FinishedRefresh(
+                refresh["InstanceRefreshId"], template, version, end_time, status, verdict
             )
         )
     return sorted(found, key=lambda refresh: refresh.end_time)
@@ -269,12 +291,26 @@ def _desired_specification(desired: Mapping[str, Any]) -> Mapping[str, str] | No
     return None
 
 
-def parse_quarantine_tag(value: str | None) -> list[str]:
+def started_by_this_tool(version: Mapping[str, Any], template_id: str) -> bool:
+    """A version this tool created: on the target's template, described as `version_description`
+    describes the image it carries. Refreshes to other versions are someone else's decision."""
+    return version.get("LaunchTemplateId") == template_id and _described_by_this_tool(version)
+
+
+def _described_by_this_tool(version: Mapping[str, Any]) -> bool:
+    image_id = version.get("LaunchTemplateData", {}).get("ImageId", "")
+    description = str(version.get("VersionDescription", ""))
+    return bool(image_id) and description.startswith(
+        f"{VERSION_DESCRIPTION_PREFIX}{image_id} from "
+    )
+
+
+def parse_ami_list_tag(value: str | None) -> list[str]:
     return (value or "").split()
 
 
-def quarantine_tag_value(ami_ids: Sequence[str]) -> tuple[str, list[str]]:
-    """Tag value holding the newest quarantined AMIs that fit (ami_ids is oldest first).
+def ami_list_tag_value(ami_ids: Sequence[str]) -> tuple[str, list[str]]:
+    """Tag value holding the newest AMIs that fit (ami_ids is oldest first).
 
     Returns the value and the AMIs that no longer fit and are forgotten.
     """
