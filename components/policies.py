@@ -432,14 +432,21 @@ def invoke_role_trust_policy(fanout_role_arn: str, organization_id: str) -> Poli
     )
 
 
-def invoke_role_policy(refresh_function_arns: Iterable[str]) -> Policy:
-    """The cross-account role may invoke the refresh Lambda (one per region), nothing else."""
+def invoke_role_policy(account_id: str, function_name: str) -> Policy:
+    """The cross-account role may invoke the refresh Lambda, in every region, and nothing else.
+
+    Every region, not only those the stack deploys to: the fan-out invokes each region of the
+    image, and IAM evaluates this policy before Lambda looks the function up. A region without
+    the function must answer ResourceNotFoundException (the fan-out reports `not-enrolled`
+    there), not AccessDeniedException (`failed`). The name pins the function: nothing else in the
+    account, in any region, is covered.
+    """
     return _document(
         {
             "Sid": "InvokeRefreshFunctions",
             "Effect": "Allow",
             "Action": "lambda:InvokeFunction",
-            "Resource": sorted(refresh_function_arns),
+            "Resource": f"arn:aws:lambda:*:{account_id}:function:{function_name}",
         }
     )
 

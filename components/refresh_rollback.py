@@ -206,8 +206,8 @@ class RefreshWithRollback(pulumi.ComponentResource):
         aws.iam.RolePolicy(
             f"{name}-invoke-policy",
             role=invoke_role.name,
-            policy=pulumi.Output.all(*(f.arn for f in functions.values())).apply(
-                lambda arns: json.dumps(invoke_role_policy(arns))
+            policy=pulumi.Output.from_input(args.account_id).apply(
+                lambda account_id: json.dumps(invoke_role_policy(account_id, args.function_name))
             ),
             opts=child,
         )

@@ -43,6 +43,7 @@ from typing import Any, TextIO
 
 import boto3
 from moto import mock_aws
+from moto.iam.models import iam_backends
 from moto.moto_api._internal import mock_random
 
 from handlers.common.log import JsonFormatter
@@ -57,10 +58,12 @@ from sandbox.timeline import Timeline, write_report
 from tests.pulumi_harness import REPO_ROOT, run_stack
 
 HOME_REGION = "eu-west-1"
-# The workload groups are all in the home region, so the stacks cover only that one: an image
-# distributed to a region a workload stack does not cover reads `not-enrolled` (no function)
-# there for every enrolled account, which is right but only noise in the story.
-REGIONS = (HOME_REGION,)
+# Like the example stacks: the infra stack distributes every image to two regions, and the
+# workload groups are all in the home region, so the workload stacks cover only that one. An
+# enrolled account then reads `not-enrolled` in the other region (its invoke role may invoke the
+# refresh function in every region, so Lambda answers "function not found" there).
+INFRA_REGIONS = (HOME_REGION, "us-east-1")
+WORKLOAD_REGIONS = (HOME_REGION,)
 ACCESS_ROLE = "OrganizationAccountAccessRole"  # what Organizations creates in member accounts
 LAMBDA_SERVICE = "lambda.amazonaws.com"
 CLUSTER = "web"
@@ -183,6 +186,24 @@ def _json_log_handlers() -> list[logging.StreamHandler]:
     ]
 
 
+def _grant_administrator_access(account_id: str) -> None:
+    """What Organizations attaches to the access role of an account it creates (moto does not).
+
+    The demo acts in each workload account through that role; the sandbox evaluates its identity
+    policies (`sandbox.identity_policy`) like any other caller's.
+    """
+    iam_backends[account_id]["aws"].put_role_policy(
+        ACCESS_ROLE,
+        "AdministratorAccess",
+        json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}],
+            }
+        ),
+    )
+
+
 def _clock_start() -> datetime:
     """Near the real clock (CloudWatch Logs rejects events older than 14 days), on the hour."""
     return datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=1)
@@ -283,6 +304,7 @@ class Story:
             account_id = organizations.create_account(
                 AccountName=name, Email=f"{name}@example.com"
             )["CreateAccountStatus"]["AccountId"]
+            _grant_administrator_access(account_id)
             account = Account(
                 name,
                 account_id,
@@ -327,7 +349,7 @@ class Story:
                 "infraAccountId": self.infra.account_id,
                 "managementAccountId": self.infra.account_id,
                 "organizationId": self.organization_id,
-                "regions": list(REGIONS),
+                "regions": list(INFRA_REGIONS),
                 "bucketName": f"golden-ami-payloads-{self.infra.account_id}",
                 "expectedAccountIds": [a.account_id for a in self.workloads if a.enrolled],
             },
@@ -409,7 +431,7 @@ class Story:
                     "aws:allowedAccountIds": [account.account_id],
                     "infraAccountId": self.infra.account_id,
                     "organizationId": self.organization_id,
-                    "regions": list(REGIONS),
+                    "regions": list(WORKLOAD_REGIONS),
                     "fanoutRoleArn": self._fanout_role_arn(),
                     "ecsInstanceRoleArn": f"arn:aws:iam::{account.account_id}:role/ecsInstanceRole",
                     "targets": [

@@ -8,8 +8,17 @@ the workload handler:
 
 - the request is validated against the botocore model (enums, ranges, patterns);
 - `FunctionName` may be a name, a partial or a full ARN; a bare name resolves in the caller's
-  account and the client's region. An unknown function answers `ResourceNotFoundException`, a
-  caller from another account `AccessDeniedException` (no resource policy is emulated);
+  account and the client's region;
+- as in AWS, the caller's identity policies are evaluated against the function's ARN (qualified
+  when the request names a version or alias) before the function is looked up
+  (`sandbox/identity_policy.py`): a caller whose policies do not allow `lambda:InvokeFunction`
+  there gets HTTP 403 `AccessDeniedException` ("User: <caller> is not authorized to perform:
+  lambda:InvokeFunction on resource: <arn> because no identity-based policy allows the
+  lambda:InvokeFunction action"), whether or not the function exists. Only then does an unknown
+  function answer `ResourceNotFoundException`, and a caller from another account
+  `AccessDeniedException` (no resource-based policy is emulated, so none allows it). The
+  request context carries `aws:PrincipalArn`, `aws:PrincipalAccount`, `aws:RequestedRegion` and,
+  in an Organization, `aws:PrincipalOrgID`;
 - `InvocationType="Event"` is queued and answered 202, like Lambda's async queue; `drain()` runs
   the queue on the caller's thread. Concurrent callers (the fan-out's thread pool) therefore
   only enqueue and never run handlers at once, which matters because a handler's environment is
@@ -37,7 +46,16 @@ import boto3
 import botocore.handlers
 from botocore.awsrequest import AWSResponse
 from botocore.response import StreamingBody
+from moto.organizations.exceptions import AWSOrganizationsNotInUseException
+from moto.organizations.models import organizations_backends
 
+from sandbox.identity_policy import (
+    Decision,
+    Request,
+    access_denied_message,
+    evaluate,
+    identity_policies,
+)
 from sandbox.model_validation import ValidationError, validate_request
 
 Handler = Callable[[dict[str, Any], Any], Any]
@@ -47,6 +65,10 @@ _FUNCTION_ARN = re.compile(
     r"(?P<name>[a-zA-Z0-9_.-]+)(?::(?P<qualifier>[a-zA-Z0-9$_.-]+))?$"
 )
 _PARTIAL_ARN = re.compile(r"^(?P<account>\d{12}):function:(?P<name>[a-zA-Z0-9_.-]+)$")
+_ASSUMED_ROLE = re.compile(
+    r"^arn:(?P<partition>[\w-]+):sts::\d{12}:assumed-role/(?P<role>[^/]+)/.+$"
+)
+INVOKE_ACTION = "lambda:InvokeFunction"
 _REQUEST_NAMESPACE = uuid.UUID("6f1c3a52-31b5-4ac4-9d0f-0e5a1f7d3c21")
 
 
@@ -161,21 +183,30 @@ class LambdaRouter:
             validate_request(model.service_model, "Invoke", params)
         except ValidationError as error:
             return _error(400, "ValidationException", str(error))
-        caller_account = self._account_of(request_signer)
-        function = self._resolve(
-            params["FunctionName"], caller_account, request_signer._region_name
-        )
+        region = request_signer._region_name
+        caller = self._caller_of(request_signer)
+        function_arn = _function_arn(params["FunctionName"], caller.account, region)
+        if function_arn is not None:
+            request = Request(INVOKE_ACTION, function_arn, caller.context(region))
+            policies = identity_policies(caller.arn)
+            decision = Decision.ALLOWED if policies is None else evaluate(policies, request)
+            if decision is not Decision.ALLOWED:
+                message = access_denied_message(caller.arn, request, decision)
+                return _error(403, "AccessDeniedException", message)
+        function = self._functions.get(_unqualified(function_arn)) if function_arn else None
         if function is None:
             return _error(
                 404,
                 "ResourceNotFoundException",
-                f"Function not found: {self._describe(params['FunctionName'], caller_account)}",
+                f"Function not found: {function_arn or params['FunctionName']}",
             )
-        if caller_account != function.account:
+        if caller.account != function.account:
             return _error(
                 403,
                 "AccessDeniedException",
-                f"account {caller_account} is not authorized to invoke {function.arn}",
+                f"User: {caller.arn} is not authorized to perform: {INVOKE_ACTION} on resource: "
+                f"{function_arn} because no resource-based policy allows the {INVOKE_ACTION} "
+                "action",
             )
         try:
             event = _decode_payload(params.get("Payload"))
@@ -201,7 +232,7 @@ class LambdaRouter:
 
     # --- resolution and execution ---------------------------------------------------------------
 
-    def _account_of(self, request_signer: Any) -> str:
+    def _caller_of(self, request_signer: Any) -> Caller:
         credentials = request_signer._credentials.get_frozen_credentials()
         sts = self._base_session.client(
             "sts",
@@ -210,23 +241,8 @@ class LambdaRouter:
             aws_secret_access_key=credentials.secret_key,
             aws_session_token=credentials.token,
         )
-        return sts.get_caller_identity()["Account"]
-
-    def _resolve(self, name: str, caller_account: str, region: str) -> LambdaFunction | None:
-        partial = _PARTIAL_ARN.match(name)
-        if partial:
-            name = f"arn:aws:lambda:{region}:{partial['account']}:function:{partial['name']}"
-        parsed = _FUNCTION_ARN.match(name)
-        if parsed is None:
-            return None
-        region = parsed["region"] or region
-        account = parsed["account"] or caller_account
-        arn = f"arn:aws:lambda:{region}:{account}:function:{parsed['name']}"
-        return self._functions.get(arn)
-
-    @staticmethod
-    def _describe(name: str, caller_account: str) -> str:
-        return name if name.startswith("arn:") else f"{name} (account {caller_account})"
+        identity = sts.get_caller_identity()
+        return Caller(identity["Arn"], identity["Account"], _organization_of(identity["Account"]))
 
     def _run(self, function: LambdaFunction, event: Any, invocation_type: str) -> Invocation:
         with self._run_lock:
@@ -279,6 +295,56 @@ class LambdaRouter:
         finally:
             os.environ.clear()
             os.environ.update(saved)
+
+
+@dataclass(frozen=True)
+class Caller:
+    arn: str  # as GetCallerIdentity names it
+    account: str
+    organization_id: str | None
+
+    def context(self, region: str) -> dict[str, str]:
+        """The global condition keys of the caller's request (IAM User Guide)."""
+        assumed_role = _ASSUMED_ROLE.match(self.arn)
+        principal_arn = (
+            f"arn:{assumed_role['partition']}:iam::{self.account}:role/{assumed_role['role']}"
+            if assumed_role
+            else self.arn
+        )
+        context = {
+            "aws:PrincipalArn": principal_arn,
+            "aws:PrincipalAccount": self.account,
+            "aws:RequestedRegion": region,
+        }
+        if self.organization_id:
+            context["aws:PrincipalOrgID"] = self.organization_id
+        return context
+
+
+def _organization_of(account: str, partition: str = "aws") -> str | None:
+    try:
+        organization = organizations_backends[account][partition].describe_organization()
+    except AWSOrganizationsNotInUseException:
+        return None
+    return organization["Organization"]["Id"]
+
+
+def _function_arn(name: str, caller_account: str, region: str) -> str | None:
+    """The ARN `FunctionName` designates (qualified when it names a version or alias)."""
+    partial = _PARTIAL_ARN.match(name)
+    if partial:
+        name = f"arn:aws:lambda:{region}:{partial['account']}:function:{partial['name']}"
+    parsed = _FUNCTION_ARN.match(name)
+    if parsed is None:
+        return None
+    region = parsed["region"] or region
+    account = parsed["account"] or caller_account
+    arn = f"arn:aws:lambda:{region}:{account}:function:{parsed['name']}"
+    return f"{arn}:{parsed['qualifier']}" if parsed["qualifier"] else arn
+
+
+def _unqualified(function_arn: str) -> str:
+    return ":".join(function_arn.split(":")[:7])
 
 
 def _decode_payload(payload: bytes | str | None) -> Any:

@@ -30,6 +30,7 @@ from botocore.awsrequest import AWSResponse
 from moto import mock_aws
 from moto.ec2.models import ec2_backends
 
+from components.policies import invoke_role_policy
 from handlers.fanout import app as fanout_app
 from handlers.refresh import app as refresh_app
 from handlers.refresh.aws import CLIENT_CONFIG
@@ -193,6 +194,14 @@ def test_fanout_crash_then_redelivery_is_idempotent_in_every_workload_account(aw
     accounts = {a: workload(a, current) for a in (ACCOUNT_A, ACCOUNT_B)}
     router = LambdaRouter()
     for account in accounts.values():
+        # The invoke role with the policy the workload stack gives it: the router evaluates it.
+        iam = account.session.client("iam")
+        iam.create_role(RoleName="InvokeInstanceRefreshHandlerRole", AssumeRolePolicyDocument="{}")
+        iam.put_role_policy(
+            RoleName="InvokeInstanceRefreshHandlerRole",
+            PolicyName="invoke",
+            PolicyDocument=json.dumps(invoke_role_policy(account.account_id, FUNCTION)),
+        )
         router.register(
             LambdaFunction(
                 account.account_id,

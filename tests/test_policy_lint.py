@@ -210,9 +210,8 @@ BUILDER_EXAMPLES = {
         (
             "identity",
             {
-                "refresh_function_arns": [
-                    f"arn:aws:lambda:{REGION}:{WORKLOAD}:function:LambdaForUpdateLaunchTemplate"
-                ]
+                "account_id": WORKLOAD,
+                "function_name": "LambdaForUpdateLaunchTemplate-And-InstanceRefresh",
             },
         )
     ],

@@ -15,6 +15,8 @@ import botocore.loaders
 import pytest
 from botocore.exceptions import ClientError
 from moto import mock_aws
+from moto.iam.exceptions import NotFoundException
+from moto.iam.models import iam_backends
 
 from sandbox.lambda_invoke import LambdaFunction, LambdaRouter
 
@@ -74,11 +76,36 @@ def router() -> Iterator[LambdaRouter]:
             yield router
 
 
-def client_in(account: str) -> Any:
-    """A Lambda client holding credentials of `account`, as the fan-out gets from AssumeRole."""
+INVOKE_ROLE = "InvokeInstanceRefreshHandlerRole"
+INVOKE_ANY_FUNCTION = {
+    "Version": "2012-10-17",
+    "Statement": [{"Effect": "Allow", "Action": "lambda:InvokeFunction", "Resource": "*"}],
+}
+
+
+def put_role(account: str, name: str, *policies: dict[str, Any]) -> None:
+    """Role `name` in `account`'s IAM, with `policies` inline (replacing any it had)."""
+    iam = iam_backends[account]["aws"]
+    try:
+        role = iam.get_role(name)
+    except NotFoundException:
+        role = iam.create_role(name, "{}", "/", None, "", [], "3600")
+    role.policies.clear()
+    for index, policy in enumerate(policies):
+        iam.put_role_policy(name, f"policy-{index}", json.dumps(policy))
+
+
+def client_in(account: str, role: str = INVOKE_ROLE) -> Any:
+    """A Lambda client holding credentials of `account`, as the fan-out gets from AssumeRole.
+
+    Without a role of that name yet, one allowed to invoke any function is created.
+    """
+    try:
+        iam_backends[account]["aws"].get_role(role)
+    except NotFoundException:
+        put_role(account, role, INVOKE_ANY_FUNCTION)
     credentials = boto3.client("sts", region_name=REGION).assume_role(
-        RoleArn=f"arn:aws:iam::{account}:role/InvokeInstanceRefreshHandlerRole",
-        RoleSessionName="fanout",
+        RoleArn=f"arn:aws:iam::{account}:role/{role}", RoleSessionName="fanout"
     )["Credentials"]
     return boto3.Session(
         aws_access_key_id=credentials["AccessKeyId"],
@@ -225,6 +252,7 @@ def test_invocations_queued_by_a_handler_run_in_the_next_round() -> None:
             return "queued"
 
         router.register(WORKLOAD_FUNCTION)
+        put_role(WORKLOAD, "fanout-role", INVOKE_ANY_FUNCTION)  # the execution role's policy
         router.register(
             LambdaFunction(
                 account=WORKLOAD,
@@ -243,3 +271,96 @@ def test_invocations_queued_by_a_handler_run_in_the_next_round() -> None:
         "refresh",
     ]
     assert ran[1].result["account"] == WORKLOAD
+
+
+# --- identity policies: evaluated against the function ARN before the function is looked up -----
+
+
+def only_functions(*arns: str) -> dict[str, Any]:
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Action": "lambda:InvokeFunction", "Resource": list(arns)}
+        ],
+    }
+
+
+def test_a_function_the_policy_does_not_name_is_denied_even_when_it_does_not_exist(
+    router: LambdaRouter,
+) -> None:
+    put_role(WORKLOAD, INVOKE_ROLE, only_functions(WORKLOAD_FUNCTION.arn))
+    missing = WORKLOAD_FUNCTION.arn.replace(REGION, "us-east-1")
+
+    with pytest.raises(ClientError) as error:
+        client_in(WORKLOAD).invoke(FunctionName=missing, InvocationType="Event", Payload=b"{}")
+
+    assert error.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+    assert error.value.response["Error"] == {
+        "Code": "AccessDeniedException",
+        "Message": (
+            f"User: arn:aws:sts::{WORKLOAD}:assumed-role/{INVOKE_ROLE}/fanout is not authorized "
+            f"to perform: lambda:InvokeFunction on resource: {missing} because no identity-based "
+            "policy allows the lambda:InvokeFunction action"
+        ),
+    }
+    assert router.pending == 0
+
+
+def test_a_policy_naming_the_function_in_every_region_lets_a_missing_one_be_not_found(
+    router: LambdaRouter,
+) -> None:
+    put_role(WORKLOAD, INVOKE_ROLE, only_functions(f"arn:aws:lambda:*:{WORKLOAD}:function:refresh"))
+    lambda_client = client_in(WORKLOAD)
+
+    with pytest.raises(lambda_client.exceptions.ResourceNotFoundException):
+        lambda_client.invoke(FunctionName=WORKLOAD_FUNCTION.arn.replace(REGION, "us-east-1"))
+    assert lambda_client.invoke(FunctionName="refresh")["StatusCode"] == 200
+    with pytest.raises(ClientError, match="no identity-based policy allows"):
+        lambda_client.invoke(FunctionName="broken")
+
+
+def test_an_explicit_deny_wins_over_an_allow(router: LambdaRouter) -> None:
+    deny = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Deny",
+                "Action": "lambda:Invoke*",
+                "Resource": f"arn:aws:lambda:{REGION}:{WORKLOAD}:function:ref*",
+            }
+        ],
+    }
+    put_role(WORKLOAD, INVOKE_ROLE, INVOKE_ANY_FUNCTION, deny)
+
+    with pytest.raises(ClientError) as error:
+        client_in(WORKLOAD).invoke(FunctionName="refresh")
+
+    assert error.value.response["Error"]["Message"].endswith(
+        "with an explicit deny in an identity-based policy"
+    )
+    assert router.invocations == []
+
+
+def test_a_role_without_policies_may_invoke_nothing(router: LambdaRouter) -> None:
+    put_role(WORKLOAD, INVOKE_ROLE)
+    with pytest.raises(ClientError) as error:
+        client_in(WORKLOAD).invoke(FunctionName="refresh")
+    assert error.value.response["Error"]["Code"] == "AccessDeniedException"
+
+
+def test_the_accounts_own_root_credentials_are_not_restricted(router: LambdaRouter) -> None:
+    # moto's default credentials stand for the root user of the default account.
+    with mock.patch.dict(os.environ, {"MOTO_ACCOUNT_ID": WORKLOAD}):
+        response = boto3.client("lambda", region_name=REGION).invoke(FunctionName="refresh")
+    assert response["StatusCode"] == 200
+
+
+def test_another_accounts_caller_allowed_by_its_own_policy_still_needs_a_resource_policy(
+    router: LambdaRouter,
+) -> None:
+    put_role(INFRA, INVOKE_ROLE, only_functions(WORKLOAD_FUNCTION.arn))
+    with pytest.raises(ClientError) as error:
+        client_in(INFRA).invoke(FunctionName=WORKLOAD_FUNCTION.arn)
+    assert error.value.response["Error"]["Message"].endswith(
+        "because no resource-based policy allows the lambda:InvokeFunction action"
+    )
