@@ -334,6 +334,7 @@ def refresh_policy(
     targets: Sequence[RefreshTargetScope],
     ecs_instance_role_arn: str,
     log_group_arns: Iterable[str],
+    rollback_alarm_arns: Iterable[str],
 ) -> Policy:
     """The refresh Lambda's role, across every region of the workload stack (IAM is global)."""
     if not targets:
@@ -416,8 +417,19 @@ def refresh_policy(
                 | {f"arn:aws:ecs:{region}:{account_id}:capacity-provider/*" for region in regions}
             ),
         },
+        {
+            "Sid": "PreflightRollbackAlarms",
+            "Effect": "Allow",
+            # No refresh into a cluster whose rollback alarm is already in ALARM (DESIGN §5.9).
+            "Action": "cloudwatch:DescribeAlarms",
+            "Resource": sorted(rollback_alarm_arns),
+        },
         _write_own_logs(log_group_arns),
     )
+
+
+def cloudwatch_alarm_arn(region: str, account_id: str, alarm_name: str) -> str:
+    return f"arn:aws:cloudwatch:{region}:{account_id}:alarm:{alarm_name}"
 
 
 def invoke_role_trust_policy(fanout_role_arn: str, organization_id: str) -> Policy:

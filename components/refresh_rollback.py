@@ -23,6 +23,7 @@ from components.config import Target, WorkloadConfig
 from components.ecs_errors import METRIC_FILTER_PATTERN, ecs_error_event_pattern
 from components.lambda_code import LAMBDA_RUNTIME, handler_archive, handler_entrypoint
 from components.policies import (
+    cloudwatch_alarm_arn,
     ecs_errors_delivery_policy,
     invoke_role_policy,
     invoke_role_trust_policy,
@@ -183,6 +184,12 @@ class RefreshWithRollback(pulumi.ComponentResource):
                         log_group_arns=[
                             lambda_log_group_arn(region, account_id, args.function_name)
                             for region in regions
+                        ],
+                        rollback_alarm_arns=[
+                            cloudwatch_alarm_arn(region, account_id, alarm_name)
+                            for region, clusters in self.alarm_names.items()
+                            for alarm_names in clusters.values()
+                            for alarm_name in alarm_names
                         ],
                     )
                 )

@@ -216,7 +216,7 @@ class InstanceRefreshEmulator:
         ]
 
     def inject_error(self, operation: str, code: str, message: str = "injected") -> None:
-        """Answer the next call of an emulated operation with this error."""
+        """Answer the next call of `operation` (of any service) with this error."""
         self._injected_errors.setdefault(operation, []).append(_ApiError(code, message))
 
     def refreshes(self, account_id: str, region: str, group_name: str) -> list[dict[str, Any]]:
@@ -281,13 +281,14 @@ class InstanceRefreshEmulator:
         context[_CALLER_KEY] = (account_id, region)
         service = model.service_model.endpoint_prefix
         self.calls.append(ApiCall(account_id, region, service, model.name, params))
+        if injected := self._injected_errors.get(model.name):
+            error = injected.pop(0)
+            return _response(400, {"Error": {"Code": error.code, "Message": error.message}})
         operations = {"autoscaling": self._operations, "ec2": self._ec2_operations}
         answer = operations.get(service, {}).get(model.name)
         if answer is None:
             return None
         try:
-            if injected := self._injected_errors.get(model.name):
-                raise injected.pop(0)
             try:
                 validate_request(model.service_model, model.name, params)
             except ValidationError as error:

@@ -388,6 +388,29 @@ def test_release_survives_the_next_run_reading_the_same_rollback_history(world):
     assert fx.group_tags(world.session, "ecs-a")[rules.QUARANTINE_TAG] == ""
 
 
+# --- rule 9: never start into a failing cluster -------------------------------------------------
+
+
+def test_a_rollback_alarm_already_in_alarm_defers_without_writes_and_quarantines_nothing(world):
+    fx.set_alarm_state(world.session, "ecs-a-ecs-errors", "ALARM")
+
+    result = only(world.run(world.rollout(world.new_ami)))
+
+    assert result["outcome"] == "deferred", result
+    assert "ecs-a-ecs-errors is already in ALARM" in result["reason"]
+    assert world.writes() == []
+    fx.set_alarm_state(world.session, "ecs-a-ecs-errors", "OK")  # the cluster recovered
+    assert only(world.run({}))["outcome"] == "started"
+    assert rules.QUARANTINE_TAG not in fx.group_tags(world.session, "ecs-a")
+
+
+def test_the_alarm_pre_flight_is_not_skipped_when_it_is_denied(world):
+    world.emulator.inject_error("DescribeAlarms", "AccessDenied", "not allowed")
+    result = only(world.run(world.rollout(world.new_ami)))
+    assert result["outcome"] == "failed" and "AccessDenied" in result["reason"]
+    assert world.writes() == []
+
+
 # --- rule 10: an operator's cancel holds the AMI ------------------------------------------------
 
 

@@ -239,6 +239,15 @@ def test_refresh_role_passes_only_the_instance_role_and_only_to_ec2() -> None:
     assert create_tags["Condition"] == {"StringEquals": {"ec2:CreateAction": "RunInstances"}}
 
 
+def test_refresh_role_reads_only_the_rollback_alarms_it_pre_flights() -> None:
+    policy = deploy().one(ROLE_POLICY, f"{NAME}-refresh-policy").json("policy")
+    assert statement(policy, "PreflightRollbackAlarms")["Resource"] == [
+        f"arn:aws:cloudwatch:{region}:{ACCOUNT}:alarm:golden-ami-prod-web-{suffix}"
+        for region in ("eu-west-1", "us-east-1")
+        for suffix in ("container-instances", "ecs-errors")
+    ]
+
+
 def test_refresh_role_writes_only_its_own_log_groups() -> None:
     policy = deploy().one(ROLE_POLICY, f"{NAME}-refresh-policy").json("policy")
     assert statement(policy, "WriteOwnLogs")["Resource"] == [

@@ -331,3 +331,13 @@ def test_ami_list_tag_round_trip_and_duplicates():
 
 def test_current_means_same_image():
     assert rules.is_current("ami-1", "ami-1") and not rules.is_current("ami-1", "ami-2")
+
+
+# --- rule 9: failing cluster ----------------------------------------------------------------------
+
+
+def test_only_an_alarm_in_alarm_state_blocks_the_start():
+    assert rules.failing_alarms_reason({}) is None
+    assert rules.failing_alarms_reason({"a": "OK", "b": "INSUFFICIENT_DATA"}) is None
+    reason = rules.failing_alarms_reason({"a": "OK", "c": "ALARM", "b": "ALARM"})
+    assert reason is not None and reason.startswith("rollback alarm b, c is already in ALARM")

@@ -149,6 +149,9 @@ def _converge(
     if reason := rules.older_than_current_reason(image, current_image):
         raise _DecidedError("rejected", reason)
 
+    if reason := rules.failing_alarms_reason(aws.alarm_states(list(target.rollback_alarm_names))):
+        raise _DecidedError("deferred", reason)
+
     # Writes start here: every rule that can refuse has been checked.
     if rules.needs_numbered_pin(ref):
         aws.update_group(rules.pinned_group_update(group_name, ref, current_number))

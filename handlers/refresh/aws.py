@@ -4,7 +4,8 @@ IAM actions it can call (the component's policy must grant exactly these):
   autoscaling:DescribeAutoScalingGroups, autoscaling:DescribeInstanceRefreshes,
   autoscaling:StartInstanceRefresh, autoscaling:UpdateAutoScalingGroup,
   autoscaling:CreateOrUpdateTags, ec2:DescribeImages, ec2:DescribeLaunchTemplateVersions,
-  ec2:CreateLaunchTemplateVersion, ecs:DescribeClusters, ecs:DescribeCapacityProviders
+  ec2:CreateLaunchTemplateVersion, ecs:DescribeClusters, ecs:DescribeCapacityProviders,
+  cloudwatch:DescribeAlarms
 (UpdateAutoScalingGroup/StartInstanceRefresh with a launch template also need ec2:RunInstances
 and iam:PassRole on the template's instance role: DESIGN §7.)
 """
@@ -50,6 +51,7 @@ class RefreshAws:
         self._autoscaling = session.client("autoscaling", config=CLIENT_CONFIG)
         self._ec2 = session.client("ec2", config=CLIENT_CONFIG)
         self._ecs = session.client("ecs", config=CLIENT_CONFIG)
+        self._cloudwatch = session.client("cloudwatch", config=CLIENT_CONFIG)
 
     # --- Auto Scaling -------------------------------------------------------------------------
 
@@ -161,6 +163,20 @@ class RefreshAws:
             LaunchTemplateData={"ImageId": image_id},
         )
         return response["LaunchTemplateVersion"]["VersionNumber"]
+
+    # --- CloudWatch ----------------------------------------------------------------------------
+
+    def alarm_states(self, alarm_names: list[str]) -> dict[str, str]:
+        """StateValue of each named metric alarm that exists (OK, ALARM, INSUFFICIENT_DATA)."""
+        if not alarm_names:
+            return {}
+        paginator = self._cloudwatch.get_paginator("describe_alarms")
+        pages = paginator.paginate(AlarmNames=alarm_names, AlarmTypes=["MetricAlarm"])
+        return {
+            alarm["AlarmName"]: alarm["StateValue"]
+            for page in pages
+            for alarm in page["MetricAlarms"]
+        }
 
     # --- ECS ----------------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@
      started count: refreshes_to_record, started_by_this_tool, parse_ami_list_tag,
      ami_list_tag_value
   8. already on target -> current: is_current
+  9. never start into a failing cluster: failing_alarms_reason
 """
 
 from __future__ import annotations
@@ -330,3 +331,20 @@ def ami_list_tag_value(ami_ids: Sequence[str]) -> tuple[str, list[str]]:
 
 def is_current(current_image_id: str, target_image_id: str) -> bool:
     return current_image_id == target_image_id
+
+
+# --- rule 9 -----------------------------------------------------------------------------------
+
+
+def failing_alarms_reason(alarm_states: Mapping[str, str]) -> str | None:
+    """A rollback alarm already in ALARM: the cluster fails before the new AMI arrives.
+
+    A refresh started now would roll back at once and quarantine an AMI that did nothing wrong.
+    """
+    failing = sorted(name for name, state in alarm_states.items() if state == "ALARM")
+    if not failing:
+        return None
+    return (
+        f"rollback alarm {', '.join(failing)} is already in ALARM: no refresh into a failing "
+        "cluster; the schedule or the next image converges the group once it is OK"
+    )
