@@ -194,6 +194,9 @@ BUILDER_EXAMPLES = {
                 "targets": [TARGET, SimpleNamespace(**{**vars(TARGET), "region": "us-east-1"})],
                 "ecs_instance_role_arn": f"arn:aws:iam::{WORKLOAD}:role/ecsInstanceRole",
                 "log_group_arns": [LOG_GROUP.replace(ACCOUNT, WORKLOAD)],
+                "rollback_alarm_arns": [
+                    f"arn:aws:cloudwatch:eu-west-1:{WORKLOAD}:alarm:golden-ami-main-ecs-errors"
+                ],
             },
         )
     ],
