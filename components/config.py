@@ -13,12 +13,17 @@ default to "" / [] in `Pulumi.yaml` and have no default here. `CONFIG_KEYS` desc
 
 from __future__ import annotations
 
+import difflib
+import functools
+import importlib.util
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
 
+import botocore.loaders
 import pulumi
 from pydantic import (
     AfterValidator,
@@ -91,7 +96,65 @@ def _matching(regex: str, allowed: str, *, optional: bool = False) -> AfterValid
     return AfterValidator(check)
 
 
-Region = Annotated[str, _matching(_REGION, "an AWS region name such as eu-west-1")]
+@functools.cache
+def known_regions() -> frozenset[str]:
+    """Every region of every partition in botocore's shipped endpoint data, opt-in ones included.
+
+    Read offline from the botocore in the venv: `endpoints` lists the regions of each partition,
+    `partitions` the same plus newer ones and the `aws-global`-style pseudo-regions (left out).
+    """
+    loader = botocore.loaders.create_loader()
+    return frozenset(
+        region
+        for data in ("endpoints", "partitions")
+        for partition in loader.load_data(data)["partitions"]
+        for region in partition["regions"]
+        if not region.endswith("-global")
+    )
+
+
+@functools.cache
+def aws_provider_keys() -> frozenset[str]:
+    """The `aws:` settings the AWS provider reads, as its Python SDK's config module lists them.
+
+    Read from the module's source (`__config__.get('region')`, ...) so nothing is imported.
+    """
+    spec = importlib.util.find_spec("pulumi_aws")
+    assert spec is not None and spec.submodule_search_locations, "pulumi_aws is not installed"
+    source = Path(spec.submodule_search_locations[0], "config", "vars.py").read_text()
+    return frozenset(re.findall(r"__config__\.get\w*\('(\w+)'\)", source))
+
+
+def closest(word: str, candidates: Iterable[str]) -> str | None:
+    """The candidate most similar to `word`, if any is similar enough to be a likely typo."""
+    scored = [
+        (difflib.SequenceMatcher(None, word, candidate).ratio(), candidate)
+        for candidate in sorted(candidates)
+    ]
+    # max() keeps the first of equal scores: eu-west-9 -> eu-west-1, not eu-west-3.
+    score, best = max(scored, key=lambda pair: pair[0], default=(0.0, ""))
+    return best if score >= 0.75 else None
+
+
+def did_you_mean(word: str, candidates: Iterable[str]) -> str:
+    """ "; did you mean <closest>?", or "" when nothing is close."""
+    best = closest(word, candidates)
+    return f"; did you mean {best}?" if best else ""
+
+
+def _known_region(value: str) -> str:
+    if value in known_regions():
+        return value
+    suggestion = did_you_mean(value, known_regions())
+    if suggestion:
+        raise ValueError(f"not an AWS region name{suggestion}")
+    raise ValueError(
+        "expected an AWS region name such as eu-west-1 "
+        "(one in botocore's list of every partition's regions, opt-in ones included)"
+    )
+
+
+Region = Annotated[str, AfterValidator(_known_region)]
 AccountId = Annotated[
     str, _matching(_ACCOUNT, "a 12-digit AWS account id (quote it so YAML keeps leading zeros)")
 ]
@@ -237,7 +300,7 @@ class Target(_StrictModel):
     auto_scaling_group_name: AutoScalingGroupName
     launch_template_id: LaunchTemplateId
     cluster_name: ClusterName
-    region: Region  # WorkloadConfig fills in the home region when a target omits it
+    region: Region  # parse_config fills in the home region (aws:region) when a target omits it
 
 
 class RefreshPreferences(_StrictModel):
@@ -457,17 +520,6 @@ class WorkloadConfig(CommonConfig):
     instance_count_alarm: bool = False
     converge_schedule: OptionalSchedule = ""
 
-    @field_validator("targets", mode="before")
-    @classmethod
-    def _default_target_region(cls, targets: Any, info: ValidationInfo) -> Any:
-        home = info.data.get("home_region")
-        if not isinstance(targets, list | tuple) or home is None:
-            return targets
-        return [
-            {"region": home, **t} if isinstance(t, dict) and "region" not in t else t
-            for t in targets
-        ]
-
     @property
     def refresh_preferences(self) -> RefreshPreferences:
         return RefreshPreferences(
@@ -673,18 +725,28 @@ def load_config() -> StackConfig:
 
 def parse_config(values: Mapping[str, str]) -> StackConfig:
     """Validate raw stack config: full keys (`golden-ami:role`, `aws:region`) -> strings."""
-    unknown = sorted(
-        key
-        for key in values
-        if key.startswith(f"{NAMESPACE}:") and key.removeprefix(f"{NAMESPACE}:") not in CONFIG_KEYS
-    )
-    if unknown:
-        raise ConfigError(
-            [
-                _problem(key, values[key], "not a key this project knows (see Pulumi.yaml)")
-                for key in unknown
-            ]
+    unknown = [
+        _problem(
+            key,
+            values[key],
+            "not a key this project knows (see Pulumi.yaml)"
+            + did_you_mean(key, (config_key(name) for name in CONFIG_KEYS)),
         )
+        for key in sorted(values)
+        if key.startswith(f"{NAMESPACE}:") and key.removeprefix(f"{NAMESPACE}:") not in CONFIG_KEYS
+    ]
+    unknown += [
+        _problem(
+            key,
+            values[key],
+            "not a setting of the AWS provider"
+            + did_you_mean(key, (f"aws:{name}" for name in aws_provider_keys())),
+        )
+        for key in sorted(values)
+        if key.startswith("aws:") and key.removeprefix("aws:") not in aws_provider_keys()
+    ]
+    if unknown:
+        raise ConfigError(unknown)
 
     role = values.get(config_key("role"), "")
     if role not in MODELS:
@@ -711,14 +773,30 @@ def parse_config(values: Mapping[str, str]) -> StackConfig:
                 )
             )
 
+    # A target without a region is in the home region. When aws:region itself is bad, only its
+    # own line reports it: the targets that inherit it add none.
+    inherits_home_region = _default_target_regions(fields)
     try:
         config = model.model_validate(fields)
     except ValidationError as error:
-        problems.extend(_describe(error, role, fields))
+        problems.extend(_describe(error, role, fields, inherits_home_region))
         config = None
     if problems:
         raise ConfigError(problems)
     return config
+
+
+def _default_target_regions(fields: dict[str, Any]) -> set[int]:
+    """Give each target without a `region` the home region; their indexes."""
+    targets = fields.get("targets")
+    if not isinstance(targets, list):
+        return set()
+    defaulted = {i for i, t in enumerate(targets) if isinstance(t, dict) and "region" not in t}
+    fields["targets"] = [
+        {**target, "region": fields[HOME_REGION_KEY]} if i in defaulted else target
+        for i, target in enumerate(targets)
+    ]
+    return defaulted
 
 
 def _decode(raw: str, key: ConfigKey) -> Any:
@@ -734,9 +812,17 @@ def _decode(raw: str, key: ConfigKey) -> Any:
         return raw
 
 
-def _describe(error: ValidationError, role: str, fields: Mapping[str, Any]) -> list[str]:
+def _describe(
+    error: ValidationError,
+    role: str,
+    fields: Mapping[str, Any],
+    inherits_home_region: set[int],
+) -> list[str]:
     problems: list[str] = []
-    for detail in error.errors(include_url=False):
+    details = error.errors(include_url=False)
+    target_keys = [field.alias or name for name, field in Target.model_fields.items()]
+    meant = _misspelt_target_keys(details)
+    for detail in details:
         context = detail.get("ctx", {})
         cross_field = context.get("error")
         if isinstance(cross_field, _CrossFieldError):
@@ -744,22 +830,54 @@ def _describe(error: ValidationError, role: str, fields: Mapping[str, Any]) -> l
             continue
         location = detail["loc"]
         key = _location_key(location)
+        if location[0] == "targets" and len(location) == 3:
+            if location[2] == "region" and location[1] in inherits_home_region:
+                continue  # the aws:region line says it
+            if detail["type"] == "missing" and location in meant.values():
+                continue  # the misspelt key's line says it
         if _is_unset_required(location, fields):
             problems.append(
                 f"{config_key(key)} is not set; required for role {role}: "
                 f"{_without_prefix(detail['msg'])}"
             )
         elif detail["type"] == "extra_forbidden":
-            allowed_keys = ", ".join(f.alias or n for n, f in Target.model_fields.items())
+            hint = (
+                f"; did you mean {meant[location][-1]}?"
+                if location in meant
+                else did_you_mean(str(location[-1]), target_keys)
+            )
             problems.append(
-                f"{config_key(key)} = {_show(detail['input'])}: unknown key; "
-                f"a target has {allowed_keys}"
+                f"{config_key(key)} = {_show(detail['input'])}: unknown key "
+                f"(a target has {', '.join(target_keys)}){hint}"
+            )
+        elif detail["type"] == "missing":
+            problems.append(
+                f"{config_key(key)} is not set: a target has {', '.join(target_keys)} "
+                "(region optional, default aws:region)"
             )
         else:
             problems.append(
                 f"{config_key(key)} = {_show(detail['input'])}: {_without_prefix(detail['msg'])}"
             )
     return problems
+
+
+def _misspelt_target_keys(details: Iterable[Any]) -> dict[tuple[Any, ...], tuple[Any, ...]]:
+    """Unknown target key -> the missing key of the same target it most likely spells."""
+    details = list(details)
+    meant: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+    for extra in (d["loc"] for d in details if d["type"] == "extra_forbidden"):
+        missing = [
+            d["loc"]
+            for d in details
+            if d["type"] == "missing"
+            and d["loc"][:-1] == extra[:-1]
+            and d["loc"] not in meant.values()
+        ]
+        best = closest(str(extra[-1]), (str(loc[-1]) for loc in missing))
+        if best is not None:
+            meant[extra] = next(loc for loc in missing if loc[-1] == best)
+    return meant
 
 
 def _is_unset_required(location: tuple[int | str, ...], fields: Mapping[str, Any]) -> bool:

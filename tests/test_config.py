@@ -17,6 +17,8 @@ from components.config import (
     ConfigError,
     InfraConfig,
     WorkloadConfig,
+    aws_provider_keys,
+    known_regions,
     parse_config,
 )
 from tests.pulumi_harness import PROJECT_FILE, pulumi_config_value, run_stack, stack_config
@@ -168,6 +170,13 @@ BAD_VALUES = [
     (INFRA, {"aws:region": None}, "aws:region", "not set", "AWS region name"),
     (INFRA, {"aws:region": "europe"}, "aws:region", "'europe'", "AWS region name"),
     (INFRA, {"regions": ["eu-west-1", "mars-1"]}, "regions[1]", "'mars-1'", "AWS region name"),
+    (DEV, {"aws:region": "eu-wset-1"}, "aws:region", "'eu-wset-1'", "did you mean eu-west-1?"),
+    (DEV, {"aws:region": "eu-west-9"}, "aws:region", "'eu-west-9'", "did you mean eu-west-1?"),
+    (DEV, {"aws:region": None}, "aws:region", "not set", "AWS region name"),
+    (INFRA, {"regions": ["us-est-1"]}, "regions[0]", "'us-est-1'", "did you mean us-east-1?"),
+    (INFRA, {"aws:regoin": "eu-west-1"}, "aws:regoin", "'eu-west-1'",
+     "not a setting of the AWS provider; did you mean aws:region?"),
+    (INFRA, {"aws:assumeRole": "{}"}, "aws:assumeRole", "'{}'", "did you mean aws:assumeRoles?"),
     (INFRA, {"regions": "eu-west-1"}, "regions", "'eu-west-1'", "list"),
     (INFRA, {"infraAccountId": "11112222333"}, "infraAccountId", "'11112222333'", "12-digit"),
     (INFRA, {"infraAccountId": None}, "infraAccountId", "not set; required for role infra",
@@ -236,7 +245,9 @@ BAD_VALUES = [
      "less than or equal to 64"),
     (INFRA, {"fanoutTimeoutSeconds": 901}, "fanoutTimeoutSeconds", "901",
      "less than or equal to 900"),
-    (INFRA, {"buildSettleSecond": 60}, "buildSettleSecond", "60", "not a key this project knows"),
+    (INFRA, {"buildSettleSecond": 60}, "buildSettleSecond", "60",
+     "not a key this project knows (see Pulumi.yaml); did you mean golden-ami:buildSettleSeconds?"),
+    (INFRA, {"colour": "blue"}, "colour", "'blue'", "not a key this project knows (see Pulumi."),
     (INFRA, {"targets": [TARGET]}, "targets", "dev-ecs-general", "workload stacks only"),
     (DEV, {"bucketName": "payloads"}, "bucketName", "'payloads'", "infra stacks only"),
     (DEV, {"fanoutRoleArn": "GoldenAmiFanoutRole"}, "fanoutRoleArn", "'GoldenAmiFanoutRole'",
@@ -248,11 +259,18 @@ BAD_VALUES = [
     (DEV, {"targets": []}, "targets", "not set; required for role workload", "at least one"),
     (DEV, {"targets": "dev-ecs-general"}, "targets", "'dev-ecs-general'", "list"),
     (DEV, {"targets": [{**TARGET, "launchTemplate": "lt-0123456789abcdef0"}]},
-     "targets[0].launchTemplate", "lt-0123456789abcdef0", "unknown key; a target has"),
+     "targets[0].launchTemplate", "lt-0123456789abcdef0", "unknown key (a target has"),
     (DEV, {"targets": [{**TARGET, "launchTemplateId": "lt-123"}]}, "targets[0].launchTemplateId",
      "'lt-123'", "launch template id"),
     (DEV, {"targets": [{k: v for k, v in TARGET.items() if k != "clusterName"}]},
-     "targets[0].clusterName", "Field required", "Field required"),
+     "targets[0].clusterName", "is not set", "a target has autoScalingGroupName, launchTemplateId"),
+    (DEV, {"targets": [{"autoScalingGroupName": "dev-ecs-general",
+                        "launchTemplate": "lt-0123456789abcdef0", "clusterName": "dev-general"}]},
+     "targets[0].launchTemplate", "'lt-0123456789abcdef0'", "did you mean launchTemplateId?"),
+    (DEV, {"targets": [{**TARGET, "regoin": "eu-west-1"}]}, "targets[0].regoin", "'eu-west-1'",
+     "did you mean region?"),
+    (DEV, {"targets": [{**TARGET, "region": "eu-wset-1"}]}, "targets[0].region", "'eu-wset-1'",
+     "did you mean eu-west-1?"),
     (DEV, {"targets": [{**TARGET, "clusterName": "dev/general"}]}, "targets[0].clusterName",
      "'dev/general'", "ECS cluster name"),
     (DEV, {"targets": [{**TARGET, "region": "us-east-1"}]}, "targets[0].region", "'us-east-1'",
@@ -313,6 +331,45 @@ def test_bad_value_fails_with_one_problem_naming_key_value_and_allowed(
     assert problem.startswith(f"{full_key} "), problem
     assert shown in problem
     assert allowed in problem
+
+
+def test_a_bad_home_region_is_one_line_not_one_per_target_that_inherits_it() -> None:
+    with pytest.raises(ConfigError) as raised:
+        parse_config(config_of("workload-prod", **{"aws:region": "eu-wset-1"}))
+    # workload-prod's first target inherits aws:region; its second names us-east-1 itself.
+    assert raised.value.problems == [
+        "aws:region = 'eu-wset-1': not an AWS region name; did you mean eu-west-1?"
+    ]
+
+
+def test_a_misspelt_target_key_names_the_key_it_was_meant_to_be_not_the_target() -> None:
+    target = {"autoScalingGroupName": "g", "launchTemplate": "lt-0123456789abcdef0"}
+    with pytest.raises(ConfigError) as raised:
+        parse_config(config_of(DEV, targets=[target]))
+    assert raised.value.problems == [
+        "golden-ami:targets[0].clusterName is not set: a target has autoScalingGroupName, "
+        "launchTemplateId, clusterName, region (region optional, default aws:region)",
+        "golden-ami:targets[0].launchTemplate = 'lt-0123456789abcdef0': unknown key (a target has "
+        "autoScalingGroupName, launchTemplateId, clusterName, region); "
+        "did you mean launchTemplateId?",
+    ]
+
+
+def test_regions_are_botocores_every_partition_with_opt_in_ones_and_no_pseudo_regions() -> None:
+    regions = known_regions()
+    assert {"eu-west-1", "af-south-1", "me-central-1", "ap-southeast-7", "il-central-1"} <= regions
+    assert {"us-gov-west-1", "cn-north-1", "us-iso-east-1", "eusc-de-east-1"} <= regions
+    assert not {r for r in regions if r.endswith("-global")}
+    config = parse_config(config_of("infra", regions=["af-south-1", "us-gov-west-1"]))
+    assert config.regions == ("eu-west-1", "af-south-1", "us-gov-west-1")
+
+
+def test_aws_keys_are_the_providers_settings() -> None:
+    keys = aws_provider_keys()
+    assert {"region", "allowedAccountIds", "assumeRoles", "profile", "defaultTags"} <= keys
+    assert "regoin" not in keys
+    config = parse_config(config_of("infra", **{"aws:profile": "infra", "aws:maxRetries": "5"}))
+    assert config.home_region == "eu-west-1"
 
 
 def test_every_problem_is_reported_at_once() -> None:

@@ -78,7 +78,8 @@ def test_a_config_error_is_its_one_message_and_stops_there(tmp_path: Path, capsy
     assert out.getvalue() == ""  # workload-zz, after the bad stack, did not run
     assert capsys.readouterr().err == (
         "stacks: Pulumi.workload-qa.yaml: invalid stack configuration: "
-        "golden-ami:logRetentionDay = '30': not a key this project knows (see Pulumi.yaml)\n"
+        "golden-ami:logRetentionDay = '30': not a key this project knows (see Pulumi.yaml); "
+        "did you mean golden-ami:logRetentionDays?\n"
     )
 
 
