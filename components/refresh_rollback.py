@@ -52,6 +52,25 @@ AUTO_SCALING_KEY_OPERATIONS = (
     "CreateGrant",
     "DescribeKey",
 )
+# What `aws.kms.Grant` calls on the key as the workload stack's deploying principal
+# (terraform-provider-aws internal/service/kms/grant.go): CreateGrant; ListGrants to read the grant
+# back after creating it, on every refresh, and to wait for it to go after deleting it;
+# RevokeGrant on delete (retire_on_delete is left false). The key lives in the infra account, so
+# only its key policy can allow these to the workload accounts.
+KMS_GRANT_RESOURCE_ACTIONS = ("kms:CreateGrant", "kms:ListGrants", "kms:RevokeGrant")
+# The README's key-policy prerequisite for the Organization's accounts: the grant resource's calls
+# plus what launching instances from a shared encrypted AMI needs.
+AMI_KEY_ORGANIZATION_ACTIONS = tuple(
+    sorted(
+        {
+            *KMS_GRANT_RESOURCE_ACTIONS,
+            "kms:Decrypt",
+            "kms:DescribeKey",
+            "kms:ReEncrypt*",
+            "kms:GenerateDataKeyWithoutPlaintext",
+        }
+    )
+)
 EVENTBRIDGE_RULE_NAME_LIMIT = 64
 
 

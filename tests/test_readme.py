@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from components.config import Target
+from components.refresh_rollback import AMI_KEY_ORGANIZATION_ACTIONS, KMS_GRANT_RESOURCE_ACTIONS
 from docs.config_table import (
     END_MARKER,
     PROJECT_FILE,
@@ -222,3 +223,22 @@ def test_every_repository_path_named_exists(readme: str) -> None:
     named = set(pattern.findall(readme))
     assert "docs/fanout-scale.md" in named
     assert sorted(path for path in named if not (REPO_ROOT / path).exists()) == []
+
+
+def test_key_policy_prerequisite_allows_what_the_kms_grant_resource_calls(readme: str) -> None:
+    """The workload stacks' aws.kms.Grant reads (ListGrants) and revokes (RevokeGrant) its grant.
+
+    The key is in the infra account, so only its key policy can allow those calls: a prerequisite
+    that omits them leaves every encrypted-AMI workload stack unable to deploy or destroy.
+    """
+    prerequisite = section(readme, "Deploying for real").split("Only for encrypted AMIs", 1)[1]
+    listed = re.search(r"use it \(([^)]*)\)", prerequisite)
+    assert listed, "the key-policy prerequisite lists no actions"
+    actions = tuple(sorted(re.findall(r"`(kms:[A-Za-z*]+)`", listed.group(1))))
+    assert actions == AMI_KEY_ORGANIZATION_ACTIONS
+    assert set(KMS_GRANT_RESOURCE_ACTIONS) <= set(actions)
+    assert set(KMS_GRANT_RESOURCE_ACTIONS) == {
+        "kms:CreateGrant",
+        "kms:ListGrants",
+        "kms:RevokeGrant",
+    }
