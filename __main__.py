@@ -4,9 +4,13 @@ infra     payload bucket, image pipeline with its build trigger (this account bu
 workload  refresh Lambda, invoke role and rollback alarms (this account follows the AMI)
 """
 
+from collections.abc import Mapping
+from typing import Any
+
 import pulumi
 import pulumi_aws as aws
 
+from components.aws_provider import stack_provider_settings
 from components.config import ConfigError, InfraConfig, WorkloadConfig, load_config
 from components.image_pipeline import GoldenImagePipeline, GoldenImagePipelineArgs
 from components.org_fanout import OrgFanout, OrgFanoutArgs
@@ -49,11 +53,13 @@ def deploy_infra(cfg: InfraConfig) -> None:
     pulumi.export("fanoutLogGroupName", fanout.log_group_name)
 
 
-def deploy_workload(cfg: WorkloadConfig) -> None:
+def deploy_workload(cfg: WorkloadConfig, provider_settings: Mapping[str, Any]) -> None:
     refresh = RefreshWithRollback(
         cfg.environment_name,
         RefreshWithRollbackArgs.from_config(
-            cfg, account_id=aws.get_caller_identity_output().account_id
+            cfg,
+            account_id=aws.get_caller_identity_output().account_id,
+            provider_settings=provider_settings,
         ),
     )
     pulumi.export("regions", list(cfg.regions))
@@ -70,13 +76,15 @@ def deploy_workload(cfg: WorkloadConfig) -> None:
 def main() -> None:
     try:
         cfg = load_config()
+        # Explicit (regional) providers get the stack's aws: settings; read and checked up front.
+        provider_settings = stack_provider_settings()
     except ConfigError as error:
         # RunError ends the program with the message alone: no stack trace, no resources.
         raise pulumi.RunError(str(error)) from None
     if isinstance(cfg, InfraConfig):
         deploy_infra(cfg)
     else:
-        deploy_workload(cfg)
+        deploy_workload(cfg, provider_settings)
 
 
 main()

@@ -19,6 +19,7 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
+from components.aws_provider import regional_provider
 from components.config import Target, WorkloadConfig
 from components.ecs_errors import METRIC_FILTER_PATTERN, ecs_error_event_pattern
 from components.lambda_code import LAMBDA_RUNTIME, handler_archive, handler_entrypoint
@@ -96,10 +97,15 @@ class RefreshWithRollbackArgs:
     converge_schedule: str = ""
     ami_kms_key_arns: Mapping[str, str] = field(default_factory=dict)  # region -> key ARN
     alarm_topic_arn: str = ""
+    # The stack's aws: settings (components/aws_provider.py), given to every regional provider.
+    provider_settings: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_config(
-        cls, cfg: WorkloadConfig, account_id: pulumi.Input[str]
+        cls,
+        cfg: WorkloadConfig,
+        account_id: pulumi.Input[str],
+        provider_settings: Mapping[str, Any] | None = None,
     ) -> RefreshWithRollbackArgs:
         return cls(
             environment_name=cfg.environment_name,
@@ -122,6 +128,7 @@ class RefreshWithRollbackArgs:
             converge_schedule=cfg.converge_schedule,
             ami_kms_key_arns={region: cfg.ami_kms_key_arn_in(region) for region in cfg.regions},
             alarm_topic_arn=cfg.alarm_topic_arn,
+            provider_settings=dict(provider_settings or {}),
         )
 
 
@@ -265,7 +272,10 @@ class RefreshWithRollback(pulumi.ComponentResource):
         self, region: str, role: aws.iam.Role, role_policy: aws.iam.RolePolicy
     ) -> aws.lambda_.Function:
         args, prefix = self._args, f"{self._name}-{region}"
-        provider = aws.Provider(prefix, region=region, opts=pulumi.ResourceOptions(parent=self))
+        # An explicit provider reads none of the stack's aws: config: it is given all of it.
+        provider = regional_provider(
+            prefix, region, args.provider_settings, pulumi.ResourceOptions(parent=self)
+        )
         opts = pulumi.ResourceOptions(parent=self, provider=provider)
         targets = [t for t in args.targets if t.region == region]
 

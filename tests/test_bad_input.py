@@ -95,7 +95,12 @@ ROWS = {row.name: row for row in BAD_INPUTS}
 EXTRA_CONFIG_ROWS = [
     ("infra", {"fanoutFunctionName": "fan out"}, "fanoutFunctionName", "Lambda function name"),
     ("infra", {"fanoutRoleName": "fan/out"}, "fanoutRoleName", "IAM name"),
-]
+    # The stack's aws: provider settings, forwarded to the regional providers.
+    ("workload-dev", {"aws:assumeRole": {"roleArn": "arn:aws:iam::222233334444:role/deploy"}},
+     "aws:assumeRole", "use aws:assumeRoles"),
+    ("workload-dev", {"aws:assumeRoles": {"roleArn": "arn:aws:iam::222233334444:role/deploy"}},
+     "aws:assumeRoles", "expected a list"),
+]  # fmt: skip
 
 
 def config_rows() -> list[tuple[str, str, dict[str, Any], str]]:
