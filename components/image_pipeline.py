@@ -5,11 +5,13 @@ Builds are started by the build-trigger Lambda, never by the upload event direct
     upload rule (S3 Object Created | CloudTrail PutObject...) --+
                                                                 +--> SQS queue --(batched for
     image-state SNS topic (a build finished) -------------------+    buildSettleSeconds)--> Lambda
+    cancelled-build rule (Image Builder state change event) ----+
 
 The queue's batching window coalesces a burst of uploads into one invocation, reserved
-concurrency 1 keeps evaluations serial, and the finished-build notification makes the Lambda
-look again, so an upload that landed mid-build still gets its own image
-(handlers/build_trigger decides; this component wires it).
+concurrency 1 keeps evaluations serial, and the end of every build makes the Lambda look again,
+so an upload that landed mid-build still gets its own image (handlers/build_trigger decides;
+this component wires it). Image Builder's SNS notification covers AVAILABLE and FAILED images
+only: a cancelled build reaches the queue through its EventBridge state change event.
 """
 
 from __future__ import annotations
@@ -58,6 +60,14 @@ BUILD_INSTANCE_MANAGED_POLICIES = (
     "AmazonSSMManagedInstanceCore",
     "EC2InstanceProfileForImageBuilder",
 )
+
+
+# Image Builder notifies its SNS topic of AVAILABLE and FAILED images only.
+CANCELLED_BUILD_PATTERN = {
+    "source": ["aws.imagebuilder"],
+    "detail-type": ["EC2 Image Builder Image State Change"],
+    "detail": {"state": {"status": ["CANCELLED"]}},
+}
 
 
 def upload_event_pattern(trigger: str, bucket_name: str, payload_prefix: str) -> dict[str, Any]:
@@ -553,20 +563,33 @@ class GoldenImagePipeline(pulumi.ComponentResource):
             tags=tags,
             opts=child,
         )
+        # A cancelled build sends no SNS notification; without this rule an upload made during
+        # it would wait for the next event.
+        cancelled_rule = aws.cloudwatch.EventRule(
+            f"{name}-build-cancelled",
+            description="An Image Builder build was cancelled: evaluate the payloads again",
+            event_pattern=json.dumps(CANCELLED_BUILD_PATTERN),
+            tags=tags,
+            opts=child,
+        )
         queue_policy = aws.sqs.QueuePolicy(
             f"{name}-build-trigger",
             queue_url=queue.url,
-            policy=pulumi.Output.all(queue.arn, rule.arn, topic.arn).apply(
+            policy=pulumi.Output.all(queue.arn, rule.arn, topic.arn, cancelled_rule.arn).apply(
                 lambda arns: json.dumps(policies.build_trigger_queue_policy(*arns))
             ),
             opts=child,
         )
-        aws.cloudwatch.EventTarget(
-            f"{name}-payload-uploaded",
-            rule=rule.name,
-            arn=queue.arn,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[queue_policy]),
-        )
+        for target_name, event_rule in (
+            (f"{name}-payload-uploaded", rule),
+            (f"{name}-build-cancelled", cancelled_rule),
+        ):
+            aws.cloudwatch.EventTarget(
+                target_name,
+                rule=event_rule.name,
+                arn=queue.arn,
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[queue_policy]),
+            )
         aws.sns.TopicSubscription(
             f"{name}-image-state-to-trigger",
             topic=topic.arn,

@@ -148,8 +148,11 @@ def build_trigger_policy(
     )
 
 
-def build_trigger_queue_policy(queue_arn: str, rule_arn: str, topic_arn: str) -> Policy:
-    """Only the upload rule and the image-state topic may send to the trigger queue."""
+def build_trigger_queue_policy(
+    queue_arn: str, rule_arn: str, topic_arn: str, cancelled_rule_arn: str
+) -> Policy:
+    """Only the upload rule, the image-state topic and the cancelled-build rule may send to
+    the trigger queue."""
     return _document(
         {
             "Sid": "UploadEvents",
@@ -166,6 +169,14 @@ def build_trigger_queue_policy(queue_arn: str, rule_arn: str, topic_arn: str) ->
             "Action": "sqs:SendMessage",
             "Resource": queue_arn,
             "Condition": {"ArnEquals": {"aws:SourceArn": topic_arn}},
+        },
+        {
+            "Sid": "CancelledBuildEvents",
+            "Effect": "Allow",
+            "Principal": {"Service": "events.amazonaws.com"},
+            "Action": "sqs:SendMessage",
+            "Resource": queue_arn,
+            "Condition": {"ArnEquals": {"aws:SourceArn": cancelled_rule_arn}},
         },
     )
 

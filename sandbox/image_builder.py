@@ -12,6 +12,11 @@ lengths and enums botocore does not check.
 Pipelines are registered programmatically; builds advance only when told to (`advance`,
 `run_build`), so tests and the demo are deterministic. On AVAILABLE the AMI is registered in
 moto's EC2 in every distribution region and the SNS message is produced in the documented shape.
+A build can be cancelled (`cancel`): Image Builder notifies SNS only of AVAILABLE and FAILED
+images, so a cancellation produces no message, only the EventBridge "EC2 Image Builder Image
+State Change" event every status change produces (`state_change_events`). `start_scheduled_build`
+starts a build as the pipeline's schedule does: build type SCHEDULED, and no request tags on the
+image (so no payload digest).
 `run_lifecycle` applies a lifecycle policy (the CreateLifecyclePolicy shape) the way the
 documented rules read (see its docstring for what is modelled and what is left out).
 Use inside `moto.mock_aws()`:
@@ -114,6 +119,7 @@ class EmulatedImage:
     status: str = "PENDING"
     reason: str | None = None
     amis: list[dict[str, str]] = field(default_factory=list)
+    build_type: str = "USER_INITIATED"
 
     @property
     def arn(self) -> str:
@@ -135,6 +141,7 @@ class ImageBuilderEmulator:
         self._client_tokens: dict[str, tuple[dict[str, Any], str]] = {}
         self.requests: list[tuple[str, dict[str, Any]]] = []
         self.notifications: list[dict[str, Any]] = []
+        self.state_change_events: list[dict[str, Any]] = []
 
     # --- installation ----------------------------------------------------------------------
 
@@ -202,19 +209,55 @@ class ImageBuilderEmulator:
     def advance(self, image_arn: str, *, fail_reason: str | None = None) -> dict[str, Any] | None:
         """Move a build one step on (or to FAILED); return the SNS message when it finishes."""
         image = self._images[image_arn]
-        if image.status not in BUILD_STEPS[:-1]:
-            raise ValueError(f"{image_arn} is {image.status}; it has finished")
+        previous = self._in_progress(image)
         if fail_reason is not None:
             image.status, image.reason = "FAILED", fail_reason
         else:
             image.status = BUILD_STEPS[BUILD_STEPS.index(image.status) + 1]
             if image.status == "AVAILABLE":
                 self._distribute(image)
+        self._state_changed(image, previous)
         if image.status not in ("AVAILABLE", "FAILED"):
             return None
         message = _sns_message(image)
         self.notifications.append(message)
         return message
+
+    def cancel(self, image_arn: str, reason: str = "Image creation cancelled") -> None:
+        """Cancel a running build (CancelImageCreation): no SNS message, only the event."""
+        image = self._images[image_arn]
+        previous = self._in_progress(image)
+        image.status, image.reason = "CANCELLED", reason
+        self._state_changed(image, previous)
+
+    def start_scheduled_build(self, pipeline_arn: str) -> str:
+        """A build the pipeline's schedule starts: no client token, no request tags."""
+        pipeline = self._pipelines[pipeline_arn]
+        image = self._new_image(pipeline, tags={}, build_type="SCHEDULED")
+        return image.arn
+
+    def _in_progress(self, image: EmulatedImage) -> str:
+        if image.status not in BUILD_STEPS[:-1]:
+            raise ValueError(f"{image.arn} is {image.status}; it has finished")
+        return image.status
+
+    def _state_changed(self, image: EmulatedImage, previous: str) -> None:
+        """The EventBridge event of a status change (source aws.imagebuilder)."""
+        pipeline = image.pipeline
+        self.state_change_events.append(
+            {
+                "version": "0",
+                "id": str(uuid.uuid4()),
+                "detail-type": "EC2 Image Builder Image State Change",
+                "source": "aws.imagebuilder",
+                "account": pipeline.account_id,
+                # Wall clock: reading the build clock would shift every later image's date.
+                "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "region": pipeline.region,
+                "resources": [image.arn],
+                "detail": {"previous-state": {"status": previous}, "state": image.state},
+            }
+        )
 
     def run_build(
         self, image_arn: str, *, fail_in: str | None = None, fail_reason: str = "Build failed"
@@ -346,11 +389,21 @@ class ImageBuilderEmulator:
                     f"client token {token} was already used with different parameters",
                 )
             return {"clientToken": token, "imageBuildVersionArn": image_arn}
-        build_version = 1 + sum(1 for i in self._images.values() if i.pipeline is pipeline)
-        image = EmulatedImage(pipeline, build_version, self._clock(), dict(params.get("tags", {})))
-        self._images[image.arn] = image
+        image = self._new_image(pipeline, tags=dict(params.get("tags", {})))
         self._client_tokens[token] = (params, image.arn)
         return {"clientToken": token, "imageBuildVersionArn": image.arn}
+
+    def _new_image(
+        self,
+        pipeline: EmulatedPipeline,
+        *,
+        tags: dict[str, str],
+        build_type: str = "USER_INITIATED",
+    ) -> EmulatedImage:
+        build_version = 1 + sum(1 for i in self._images.values() if i.pipeline is pipeline)
+        image = EmulatedImage(pipeline, build_version, self._clock(), tags, build_type=build_type)
+        self._images[image.arn] = image
+        return image
 
     def _list_image_pipeline_images(self, params: dict, region: str) -> dict:
         pipeline = self._pipeline(params["imagePipelineArn"], region)
@@ -547,7 +600,7 @@ def _image_summary(image: EmulatedImage) -> dict[str, Any]:
         "owner": image.pipeline.account_id,
         "dateCreated": _iso(image.date_created),
         "outputResources": {"amis": [dict(ami) for ami in image.amis]},
-        "buildType": "USER_INITIATED",
+        "buildType": image.build_type,
     }
     if image.tags:  # the model's TagMap has at least one entry
         summary["tags"] = dict(image.tags)
@@ -632,7 +685,7 @@ def _sns_message(image: EmulatedImage) -> dict[str, Any]:
     return message | {
         "accountId": pipeline.account_id,
         "enhancedImageMetadataEnabled": True,
-        "buildType": "USER_INITIATED",
+        "buildType": image.build_type,
         "tags": dict(image.tags) | {"resourceArn": image.arn},
     }
 

@@ -12,7 +12,9 @@ import pytest
 from botocore.awsrequest import AWSResponse
 from botocore.retries.standard import ExponentialBackoff
 from moto import mock_aws
+from moto.events.models import EventPattern
 
+from components.image_pipeline import CANCELLED_BUILD_PATTERN
 from handlers.build_trigger import app, logic
 from handlers.build_trigger.aws import CLIENT_CONFIG, MAX_ATTEMPTS, BuildTriggerAws
 from sandbox.image_builder import ImageBuilderEmulator, sns_envelope
@@ -128,6 +130,14 @@ def test_decide_uses_the_newest_image_by_creation_date_not_list_order():
     assert logic.decide(PIPELINE_ARN, PAYLOADS, older_has_digest).start_build
 
 
+def test_decide_compares_with_the_newest_image_that_carries_a_digest():
+    # A scheduled build (new parent image) carries no digest: it is no payload change.
+    scheduled_after = [image("1", "AVAILABLE", 0, DIGEST), image("2", "AVAILABLE", 5, None)]
+    decision = logic.decide(PIPELINE_ARN, PAYLOADS, scheduled_after)
+    assert not decision.start_build and decision.image_arn.endswith("/1")
+    assert logic.decide(PIPELINE_ARN, PAYLOADS, [image("2", "AVAILABLE", 5, None)]).start_build
+
+
 def test_decide_does_not_retry_a_failed_build_of_the_same_payloads():
     decision = logic.decide(PIPELINE_ARN, PAYLOADS, [image("1", "FAILED", 0, DIGEST)])
     assert not decision.start_build
@@ -153,6 +163,17 @@ def test_bad_environment_fails_naming_the_variable(environ, message):
         ("not json", "body is not JSON"),
         ("[1, 2]", "JSON list"),
         (json.dumps({"source": "aws.ec2", "detail": {}}), "neither an S3"),
+        (json.dumps({"source": "aws.imagebuilder", "detail-type": "x", "detail": {}}), "'x'"),
+        (
+            json.dumps(
+                {
+                    "source": "aws.imagebuilder",
+                    "detail-type": logic.IMAGE_STATE_CHANGE,
+                    "detail": {"state": {"status": "CANCELLED"}},
+                }
+            ),
+            "without resources[0]",
+        ),
         (upload_event("payloads/x.sh", bucket="other")["body"], "bucket 'other'"),
         (upload_event("payloads/readme.md")["body"], "is not a .sh payload"),
         (upload_event("elsewhere/x.sh")["body"], "is not a .sh payload"),
@@ -367,6 +388,79 @@ def test_available_notification_tags_every_output_ami_with_the_digest(world):
             Filters=[{"Name": "resource-id", "Values": [ami_id]}]
         )["Tags"]
         assert {t["Key"]: t["Value"] for t in tags}[logic.PAYLOAD_DIGEST_TAG] == digest
+
+
+def test_scheduled_build_finishing_starts_no_duplicate_build(world):
+    s3, image_builder = world
+    first = app.lambda_handler(batch(*upload(s3, *FIVE)), None)["decision"]["imageArn"]
+    app.lambda_handler(batch(notification(image_builder.run_build(first))), None)
+    scheduled = image_builder.start_scheduled_build(PIPELINE_ARN)  # the parent image changed
+
+    message = image_builder.run_build(scheduled)
+    summary = app.lambda_handler(batch(notification(message)), None)
+
+    assert message["buildType"] == "SCHEDULED" and logic.PAYLOAD_DIGEST_TAG not in message["tags"]
+    assert summary["decision"]["action"] == "skip"
+    assert summary["decision"]["imageArn"] == first  # the newest image with these payloads
+    assert summary["taggedAmis"] == []  # nothing says which payloads the scheduled build ran
+    assert len(started_builds(image_builder)) == 1
+
+
+def test_upload_during_a_scheduled_build_is_built_when_it_finishes(world):
+    s3, image_builder = world
+    first = app.lambda_handler(batch(*upload(s3, *FIVE)), None)["decision"]["imageArn"]
+    app.lambda_handler(batch(notification(image_builder.run_build(first))), None)
+    scheduled = image_builder.start_scheduled_build(PIPELINE_ARN)
+
+    during = app.lambda_handler(batch(*upload(s3, "payloads/30-late.sh")), None)
+    after = app.lambda_handler(batch(notification(image_builder.run_build(scheduled))), None)
+
+    assert during["decision"]["action"] == "skip"
+    assert during["decision"]["reason"].startswith("build in flight")
+    assert after["decision"]["action"] == "start-build"
+    assert started_builds(image_builder)[1]["tags"][logic.PAYLOAD_DIGEST_TAG] == current_digest(s3)
+
+
+def cancelled_event_records(image_builder) -> list[dict]:
+    """What the cancelled-build rule delivers to the queue: its matching state change events."""
+    pattern = EventPattern.load(json.dumps(CANCELLED_BUILD_PATTERN))
+    return [
+        sqs_record(json.dumps(event), message_id=event["id"])
+        for event in image_builder.state_change_events
+        if pattern.matches_event(event)
+    ]
+
+
+def test_upload_during_a_cancelled_build_is_built_after_the_cancellation(world):
+    s3, image_builder = world
+    first = app.lambda_handler(batch(*upload(s3, *FIVE)), None)["decision"]["imageArn"]
+    image_builder.advance(first)
+    during = app.lambda_handler(batch(*upload(s3, "payloads/30-late.sh")), None)
+    assert during["decision"]["action"] == "skip"
+    notifications_before = list(image_builder.notifications)
+
+    image_builder.cancel(first)  # an operator stops the build
+
+    assert image_builder.notifications == notifications_before  # SNS hears nothing
+    [record] = cancelled_event_records(image_builder)
+    after = app.lambda_handler(batch(record), None)
+    assert after["decision"]["action"] == "start-build"
+    assert after["decision"]["payloadCount"] == 6
+    assert started_builds(image_builder)[1]["tags"][logic.PAYLOAD_DIGEST_TAG] == current_digest(s3)
+
+
+def test_cancelled_build_of_unchanged_payloads_is_not_restarted(world):
+    s3, image_builder = world
+    first = app.lambda_handler(batch(*upload(s3, *FIVE)), None)["decision"]["imageArn"]
+    image_builder.cancel(first)
+
+    [record] = cancelled_event_records(image_builder)
+    summary = app.lambda_handler(batch(record), None)
+
+    assert summary["imageEvents"] == 1
+    assert summary["decision"]["action"] == "skip"
+    assert "CANCELLED" in summary["decision"]["reason"]  # the operator's word stands
+    assert len(started_builds(image_builder)) == 1
 
 
 def test_no_payloads_under_prefix_starts_nothing(world):

@@ -272,6 +272,54 @@ def test_failed_build_registers_nothing_and_reports_reason(client, image_builder
         image_builder.run_build(start(client, "token-2"), fail_in="AVAILABLE")
 
 
+def test_cancelled_build_notifies_no_one_and_emits_its_state_change_event(client, image_builder):
+    image_arn = start(client, "token-1")
+    image_builder.advance(image_arn)
+
+    assert image_builder.cancel(image_arn) is None
+
+    # Image Builder's SNS notification covers AVAILABLE and FAILED images only.
+    assert image_builder.notifications == []
+    image = client.get_image(imageBuildVersionArn=image_arn)["image"]
+    assert image["state"]["status"] == "CANCELLED" and image["outputResources"] == {"amis": []}
+    *_, event = image_builder.state_change_events
+    assert (event["source"], event["detail-type"]) == (
+        "aws.imagebuilder",
+        "EC2 Image Builder Image State Change",
+    )
+    assert event["resources"] == [image_arn]
+    assert event["detail"]["previous-state"] == {"status": "BUILDING"}
+    assert event["detail"]["state"]["status"] == "CANCELLED"
+    with pytest.raises(ValueError, match="finished"):
+        image_builder.cancel(image_arn)
+
+
+def test_every_status_change_emits_an_event(client, image_builder):
+    image_builder.run_build(start(client, "token-1"))
+    assert [
+        (e["detail"]["previous-state"]["status"], e["detail"]["state"]["status"])
+        for e in image_builder.state_change_events
+    ] == [
+        ("PENDING", "BUILDING"),
+        ("BUILDING", "TESTING"),
+        ("TESTING", "DISTRIBUTING"),
+        ("DISTRIBUTING", "AVAILABLE"),
+    ]
+
+
+def test_scheduled_build_carries_no_request_tags(client, image_builder):
+    start(client, "token-1", tags={"golden-ami:payload-digest": "d1"})
+    scheduled = image_builder.start_scheduled_build(PIPELINE_ARN)
+    message = image_builder.run_build(scheduled)
+
+    summaries = client.list_image_pipeline_images(imagePipelineArn=PIPELINE_ARN)
+    validate_response(SERVICE_MODEL, "ListImagePipelineImages", summaries)
+    by_arn = {summary["arn"]: summary for summary in summaries["imageSummaryList"]}
+    assert by_arn[scheduled]["buildType"] == "SCHEDULED" and "tags" not in by_arn[scheduled]
+    assert message["buildType"] == "SCHEDULED"
+    assert message["tags"] == {"resourceArn": scheduled}
+
+
 # --- SNS message shape ---------------------------------------------------------------------
 
 

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from moto.events.models import EventPattern
 
-from components.image_pipeline import upload_event_pattern
+from components.image_pipeline import CANCELLED_BUILD_PATTERN, upload_event_pattern
 from components.lambda_code import LAMBDA_RUNTIME
 from tests.pulumi_harness import REPO_ROOT, RecordedResource, StackRun
 
@@ -154,7 +154,7 @@ def matches(pattern: dict[str, Any], event: dict[str, Any]) -> bool:
 
 
 def test_rule_uses_the_pure_pattern_for_the_stack_bucket(infra: StackRun) -> None:
-    assert infra.one(RULE).json("eventPattern") == upload_event_pattern(
+    assert infra.one(RULE, "payload-uploaded").json("eventPattern") == upload_event_pattern(
         "eventbridge", BUCKET, "payloads/"
     )
 
@@ -174,7 +174,7 @@ def test_rule_uses_the_pure_pattern_for_the_stack_bucket(infra: StackRun) -> Non
 def test_object_created_pattern_on_the_real_s3_sample(
     infra: StackRun, aws_event: Callable[[str], dict], bucket: str, key: str, expected: bool
 ) -> None:
-    pattern = infra.one(RULE).json("eventPattern")
+    pattern = infra.one(RULE, "payload-uploaded").json("eventPattern")
     assert matches(pattern, object_created(aws_event, bucket, key)) is expected
 
 
@@ -182,12 +182,13 @@ def test_object_deleted_does_not_trigger(infra: StackRun, aws_event: Callable[[s
     deleted = object_created(aws_event, BUCKET, "payloads/10-install-agent.sh")
     deleted["detail-type"] = "Object Deleted"
     deleted["detail"]["reason"] = "DeleteObject"
-    assert not matches(infra.one(RULE).json("eventPattern"), deleted)
+    assert not matches(infra.one(RULE, "payload-uploaded").json("eventPattern"), deleted)
 
 
 def test_eventbridge_mode_ignores_cloudtrail_events(infra: StackRun) -> None:
     assert not matches(
-        infra.one(RULE).json("eventPattern"), cloudtrail_call(BUCKET, "payloads/a.sh")
+        infra.one(RULE, "payload-uploaded").json("eventPattern"),
+        cloudtrail_call(BUCKET, "payloads/a.sh"),
     )
 
 
@@ -208,7 +209,7 @@ def test_cloudtrail_mode_pattern(
     stack_run: Callable[..., StackRun], event: dict[str, Any], expected: bool
 ) -> None:
     run = stack_run("infra", {"buildTrigger": "cloudtrail"})
-    assert matches(run.one(RULE).json("eventPattern"), event) is expected
+    assert matches(run.one(RULE, "payload-uploaded").json("eventPattern"), event) is expected
 
 
 def test_cloudtrail_mode_ignores_s3_eventbridge_events(
@@ -216,13 +217,17 @@ def test_cloudtrail_mode_ignores_s3_eventbridge_events(
 ) -> None:
     run = stack_run("infra", {"buildTrigger": "cloudtrail"})
     event = object_created(aws_event, BUCKET, "payloads/a.sh")
-    assert not matches(run.one(RULE).json("eventPattern"), event)
+    assert not matches(run.one(RULE, "payload-uploaded").json("eventPattern"), event)
 
 
 def test_pattern_follows_a_configured_prefix(
     stack_run: Callable[..., StackRun], aws_event: Callable[[str], dict]
 ) -> None:
-    pattern = stack_run("infra", {"payloadPrefix": "ami/payloads/"}).one(RULE).json("eventPattern")
+    pattern = (
+        stack_run("infra", {"payloadPrefix": "ami/payloads/"})
+        .one(RULE, "payload-uploaded")
+        .json("eventPattern")
+    )
     assert matches(pattern, object_created(aws_event, BUCKET, "ami/payloads/a.sh"))
     assert not matches(pattern, object_created(aws_event, BUCKET, "payloads/a.sh"))
 
@@ -232,8 +237,9 @@ def test_pattern_follows_a_configured_prefix(
 
 def test_upload_rule_and_image_topic_both_feed_the_trigger_queue(infra: StackRun) -> None:
     queue_arn = arn_of(infra, QUEUE, "queue")
-    target = infra.one("aws:cloudwatch/eventTarget:EventTarget")
-    assert (target["arn"], target["rule"]) == (queue_arn, infra.one(RULE).outputs["name"])
+    for name in ("payload-uploaded", "build-cancelled"):
+        target = infra.one("aws:cloudwatch/eventTarget:EventTarget", name)
+        assert (target["arn"], target["rule"]) == (queue_arn, infra.one(RULE, name).outputs["name"])
     subscription = infra.one("aws:sns/topicSubscription:TopicSubscription", "to-trigger")
     assert (subscription["topic"], subscription["protocol"], subscription["endpoint"]) == (
         arn_of(infra, TOPIC),
@@ -244,12 +250,29 @@ def test_upload_rule_and_image_topic_both_feed_the_trigger_queue(infra: StackRun
     assert not subscription.inputs.get("rawMessageDelivery")
 
 
-def test_queue_accepts_only_that_rule_and_that_topic(infra: StackRun) -> None:
+def test_cancelled_builds_reach_the_trigger_queue_through_their_state_change_event(
+    infra: StackRun,
+) -> None:
+    # Image Builder's SNS notification covers AVAILABLE and FAILED only (DESIGN §11).
+    pattern = infra.one(RULE, "build-cancelled").json("eventPattern")
+    assert pattern == CANCELLED_BUILD_PATTERN
+    event = {
+        "source": "aws.imagebuilder",
+        "detail-type": "EC2 Image Builder Image State Change",
+        "detail": {"previous-state": {"status": "BUILDING"}, "state": {"status": "CANCELLED"}},
+    }
+    assert matches(pattern, event)
+    for status in ("AVAILABLE", "FAILED", "BUILDING"):
+        assert not matches(pattern, event | {"detail": {"state": {"status": status}}})
+
+
+def test_queue_accepts_only_those_rules_and_that_topic(infra: StackRun) -> None:
     policy = statements(infra.one("aws:sqs/queuePolicy:QueuePolicy"))
     queue_arn = arn_of(infra, QUEUE, "queue")
     assert {sid: s["Condition"]["ArnEquals"]["aws:SourceArn"] for sid, s in policy.items()} == {
-        "UploadEvents": arn_of(infra, RULE),
+        "UploadEvents": arn_of(infra, RULE, "payload-uploaded"),
         "ImageStateNotifications": arn_of(infra, TOPIC),
+        "CancelledBuildEvents": arn_of(infra, RULE, "build-cancelled"),
     }
     assert {s["Resource"] for s in policy.values()} == {queue_arn}
     assert {s["Action"] for s in policy.values()} == {"sqs:SendMessage"}

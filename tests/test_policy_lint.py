@@ -160,6 +160,7 @@ BUILDER_EXAMPLES = {
                 "queue_arn": QUEUE,
                 "rule_arn": f"arn:aws:events:{REGION}:{ACCOUNT}:rule/uploads",
                 "topic_arn": TOPIC,
+                "cancelled_rule_arn": f"arn:aws:events:{REGION}:{ACCOUNT}:rule/cancelled",
             },
         )
     ],

@@ -3,8 +3,13 @@
 The trigger is level-based, not edge-based: every relevant record only means "look again". The
 decision depends on the payload prefix's current state (digest of sorted key + version id) and
 the pipeline's images, never on the record itself. That makes a burst start one build, a
-redelivered event start none, and the completion notification of a running build pick up
-uploads that arrived while it ran.
+redelivered event start none, and the end of a running build pick up uploads that arrived while
+it ran: its SNS notification (AVAILABLE, FAILED) or, for a cancelled build, which Image Builder
+does not notify, the EventBridge image state change event.
+
+Only images this trigger started carry a payload digest. A scheduled build (the pipeline's
+`buildSchedule`: a new parent image) has none; it says nothing about which payloads it ran, so
+the comparison is with the newest image that carries a digest, never with a scheduled one.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ IN_FLIGHT_STATUSES = frozenset(
 )
 
 CLOUDTRAIL_WRITE_EVENTS = frozenset({"PutObject", "CompleteMultipartUpload", "CopyObject"})
+IMAGE_STATE_CHANGE = "EC2 Image Builder Image State Change"
 
 _PIPELINE_ARN = re.compile(
     r"^arn:aws[^:]*:imagebuilder:(?P<region>[^:]+):(?P<account>[0-9]{12}):image-pipeline/[a-z0-9-_]+$"
@@ -101,7 +107,9 @@ def classify_record(body: str, settings: Settings) -> Record:
         return _classify_image_notification(message, settings)
     if message.get("source") == "aws.s3" and isinstance(message.get("detail"), dict):
         return _classify_s3_event(message, settings)
-    return Ignored("neither an S3 EventBridge event nor an SNS notification")
+    if message.get("source") == "aws.imagebuilder" and isinstance(message.get("detail"), dict):
+        return _classify_image_state_event(message)
+    return Ignored("neither an S3 or Image Builder event nor an SNS notification")
 
 
 def _classify_s3_event(event: dict[str, Any], settings: Settings) -> Record:
@@ -147,6 +155,23 @@ def _classify_image_notification(envelope: dict[str, Any], settings: Settings) -
     image_arn, status = message.get("arn"), message["state"].get("status")
     if not isinstance(image_arn, str) or not isinstance(status, str):
         return Ignored("Image Builder message without image arn and state.status")
+    return ImageStateChanged(image_arn=image_arn, status=status)
+
+
+def _classify_image_state_event(event: dict[str, Any]) -> Record:
+    """An Image Builder image state change (the cancel rule routes CANCELLED ones here).
+
+    The event names the image (`resources`) but not its pipeline; an image of another pipeline
+    of the account only costs one evaluation, which finds nothing to do.
+    """
+    if event.get("detail-type") != IMAGE_STATE_CHANGE:
+        return Ignored(f"Image Builder event {event.get('detail-type')!r} is no image state change")
+    state = event["detail"].get("state")
+    status = state.get("status") if isinstance(state, dict) else None
+    resources = event.get("resources")
+    image_arn = resources[0] if isinstance(resources, list) and resources else None
+    if not isinstance(status, str) or not isinstance(image_arn, str):
+        return Ignored("image state change without resources[0] and detail.state.status")
     return ImageStateChanged(image_arn=image_arn, status=status)
 
 
@@ -200,7 +225,11 @@ class Decision:
 def decide(
     pipeline_arn: str, payloads: Sequence[tuple[str, str]], images: Sequence[PipelineImage]
 ) -> Decision:
-    """Start a build only for payloads no image of this pipeline has been built from yet."""
+    """Start a build only for payloads no image of this pipeline has been built from yet.
+
+    Never beside a build in flight (scheduled ones included); compared with the newest image
+    that carries a payload digest (scheduled builds carry none).
+    """
     if not payloads:
         return Decision(False, "no payloads under prefix")
     digest, count = payload_digest(payloads), len(payloads)
@@ -213,7 +242,8 @@ def decide(
             image_arn=newest(in_flight).arn,
             payload_count=count,
         )
-    latest = newest(images) if images else None
+    with_digest = [image for image in images if image.payload_digest]
+    latest = newest(with_digest) if with_digest else None
     if latest is not None and latest.payload_digest == digest:
         reason = f"newest image already built from these payloads ({latest.status})"
         if latest.status != "AVAILABLE":
@@ -221,7 +251,9 @@ def decide(
         return Decision(False, reason, digest, image_arn=latest.arn, payload_count=count)
     return Decision(
         True,
-        "payloads changed since the newest image" if latest else "first build of this pipeline",
+        "payloads changed since the newest image"
+        if latest
+        else "first build of this pipeline from the payloads",
         digest=digest,
         client_token=client_token(pipeline_arn, digest),
         payload_count=count,
