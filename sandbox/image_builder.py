@@ -247,7 +247,8 @@ class ImageBuilderEmulator:
         self.state_change_events.append(
             {
                 "version": "0",
-                "id": str(uuid.uuid4()),
+                # Derived, not random: the demo seeds moto's ids, and a uuid4 here would shift them.
+                "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{image.arn}#{image.status}")),
                 "detail-type": "EC2 Image Builder Image State Change",
                 "source": "aws.imagebuilder",
                 "account": pipeline.account_id,
