@@ -37,8 +37,12 @@ $(STAMP): requirements.txt
 
 venv: $(STAMP)
 
+# ruff; mypy on every package but tests and local tools ([tool.mypy] in pyproject.toml); zizmor
+# (offline: no GitHub API) on the example CI workflow.
 lint: venv
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/zizmor --offline --quiet .github/workflows
 
 test: lint
 	@$(call run,$(PY) -m pytest)
@@ -56,4 +60,4 @@ plan: venv
 	@$(call run,$(PY) -m deploy plan $(PLAN_ARGS))
 
 clean:
-	rm -rf $(VENV) demo-report.json .pytest_cache .ruff_cache
+	rm -rf $(VENV) demo-report.json .pytest_cache .ruff_cache .mypy_cache

@@ -21,7 +21,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args, get_origin
+from typing import Annotated, Any, Final, Literal, get_args, get_origin
 
 import botocore.loaders
 import pulumi
@@ -39,7 +39,7 @@ from pydantic.alias_generators import to_camel
 from pydantic.fields import FieldInfo
 
 NAMESPACE = "golden-ami"
-HOME_REGION_KEY = "aws:region"
+HOME_REGION_KEY: Final = "aws:region"
 DEFAULT_PARENT_IMAGE = "ssm:/aws/service/ecs/optimized-ami/amazon-linux-2023/recommended/image_id"
 
 # Time from an ECS event to the rollback alarm seeing it, on top of the alarm's own
@@ -779,8 +779,9 @@ def parse_config(values: Mapping[str, str]) -> StackConfig:
     try:
         config = model.model_validate(fields)
     except ValidationError as error:
-        problems.extend(_describe(error, role, fields, inherits_home_region))
-        config = None
+        raise ConfigError(
+            [*problems, *_describe(error, role, fields, inherits_home_region)]
+        ) from None
     if problems:
         raise ConfigError(problems)
     return config
@@ -881,7 +882,7 @@ def _misspelt_target_keys(details: Iterable[Any]) -> dict[tuple[Any, ...], tuple
 
 
 def _is_unset_required(location: tuple[int | str, ...], fields: Mapping[str, Any]) -> bool:
-    if len(location) != 1 or fields.get(location[0]) not in ("", []):
+    if len(location) != 1 or fields.get(str(location[0])) not in ("", []):
         return False
     key = CONFIG_KEYS.get(str(location[0]))
     return key is None or key.default is REQUIRED  # None: aws:region

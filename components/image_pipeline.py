@@ -346,10 +346,8 @@ class GoldenImagePipeline(pulumi.ComponentResource):
             aws.iam.RolePolicyAttachment(
                 f"{name}-build-instance-{policy_name}",
                 role=role.name,
-                policy_arn=self._partition.partition.apply(
-                    lambda partition, policy_name=policy_name: (
-                        f"arn:{partition}:iam::aws:policy/{policy_name}"
-                    )
+                policy_arn=pulumi.Output.concat(
+                    "arn:", self._partition.partition, f":iam::aws:policy/{policy_name}"
                 ),
                 opts=child,
             )

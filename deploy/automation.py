@@ -14,6 +14,7 @@ import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from pulumi import automation as auto
 
@@ -109,6 +110,6 @@ class AutomationStackFactory:
             return AutomationStack(auto.select_stack(stack_name, work_dir=str(work_dir)))
 
 
-def _counts(summary: Mapping[str, int] | None) -> ChangeSummary:
+def _counts(summary: Mapping[Any, int] | None) -> ChangeSummary:
     # OpType is a str enum: keep the plain operation names ("create", "update", ...).
     return {str(getattr(op, "value", op)): count for op, count in (summary or {}).items()}

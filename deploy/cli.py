@@ -38,7 +38,7 @@ def _positive_int(text: str) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = _ArgumentParser(add_help=False)
     common.add_argument(
         "--stack",
         dest="stacks",
@@ -55,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
         default=REPO_ROOT,
         help="directory holding Pulumi.yaml and the stack files (default: %(default)s)",
     )
-    parallel = argparse.ArgumentParser(add_help=False)
+    parallel = _ArgumentParser(add_help=False)
     parallel.add_argument(
         "--parallel",
         type=_positive_int,

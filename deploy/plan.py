@@ -213,13 +213,13 @@ def _read_stack(stack_file: Path, namespace: str) -> StackPlan:
     if problems:
         raise PlanError(problems)
 
-    role = Role(role_value)
+    role = Role(str(role_value))
     return StackPlan(
         name=name,
         role=role,
         file_name=stack_file.name,
         account=account,
-        regions=tuple(dict.fromkeys([home_region, *extra_regions])),
+        regions=tuple(dict.fromkeys([str(home_region), *extra_regions])),
         depends_on=(),
         config=config,
         namespace=namespace,

@@ -72,6 +72,7 @@ def handle_batch(
     decision = logic.decide(settings.pipeline_arn, payloads, images)
     summary["decision"] = decision.summary()
     if decision.start_build:
+        assert decision.client_token and decision.digest, "decide() sets both to start a build"
         summary["decision"]["imageArn"] = aws.start_build(
             settings.pipeline_arn, decision.client_token, decision.digest
         )

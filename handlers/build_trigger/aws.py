@@ -10,7 +10,9 @@ IAM actions used (grant exactly these):
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
 import boto3
 from botocore.config import Config
@@ -75,7 +77,7 @@ class BuildTriggerAws:
         return self._ec2_by_region[region]
 
 
-def _pipeline_image(summary: dict) -> PipelineImage:
+def _pipeline_image(summary: Mapping[str, Any]) -> PipelineImage:
     amis = (summary.get("outputResources") or {}).get("amis", [])
     return PipelineImage(
         arn=summary["arn"],

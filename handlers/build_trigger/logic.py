@@ -66,7 +66,9 @@ class Settings:
 
     @property
     def region(self) -> str:
-        return _PIPELINE_ARN.match(self.pipeline_arn)["region"]
+        match = _PIPELINE_ARN.match(self.pipeline_arn)
+        assert match, "from_environment validated the ARN"
+        return match["region"]
 
     def is_payload_key(self, key: str) -> bool:
         return key.startswith(self.payload_prefix) and key.endswith(PAYLOAD_SUFFIX)

@@ -186,7 +186,10 @@ def summarize(
     for record in records:
         if record is None or (wanted is not None and record.account not in wanted):
             continue
-        (groups if isinstance(record, GroupStatus) else invocations).append(record)
+        if isinstance(record, GroupStatus):
+            groups.append(record)
+        else:
+            invocations.append(record)
     reported = {(g.account, g.region) for g in groups}
     silent = tuple(
         sorted(

@@ -75,7 +75,10 @@ def lambda_handler(
     budget = context.get_remaining_time_in_millis() / 1000 - DEADLINE_MARGIN_SECONDS
     result = fan_out(notice, settings, aws, budget_seconds=budget)
 
-    summary = {"correlationId": notice.correlation_id, "imageArn": notice.image_arn}
+    summary: dict[str, Any] = {
+        "correlationId": notice.correlation_id,
+        "imageArn": notice.image_arn,
+    }
     summary |= logic.summarize(result.outcomes)
     summary["skippedAccounts"] = result.skipped
     if result.listing_error:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Literal
 
 import boto3
 from botocore.config import Config
@@ -40,7 +40,7 @@ ORGANIZATIONS_PAGE_SIZE = 20
 ASSUMED_ROLE_DURATION_SECONDS = 900  # the minimum: the credentials serve two or three calls
 
 
-def _config(mode: str, max_pool_connections: int = 10) -> Config:
+def _config(mode: Literal["standard", "adaptive"], max_pool_connections: int = 10) -> Config:
     return Config(
         connect_timeout=CONNECT_TIMEOUT_SECONDS,
         read_timeout=READ_TIMEOUT_SECONDS,
@@ -90,16 +90,17 @@ class AccountCredentials(Credentials):
             raise NoAccountBoundError("no account credentials bound to this thread")
         return credentials
 
+    # Read-only properties where botocore's Credentials has attributes: read per request.
     @property
-    def access_key(self) -> str:
+    def access_key(self) -> str | None:  # type: ignore[override]
         return self.get_frozen_credentials().access_key
 
     @property
-    def secret_key(self) -> str:
+    def secret_key(self) -> str | None:  # type: ignore[override]
         return self.get_frozen_credentials().secret_key
 
     @property
-    def token(self) -> str | None:
+    def token(self) -> str | None:  # type: ignore[override]
         return self.get_frozen_credentials().token
 
 
@@ -115,7 +116,12 @@ class FanoutAws:
         self._lambda_clients: dict[str, Any] = {}
         self._account_credentials = AccountCredentials()
 
-    def _client(self, service: str, config: Config, **kwargs: Any) -> Any:
+    def _client(
+        self,
+        service: Literal["sts", "organizations", "cloudwatch"],
+        config: Config,
+        **kwargs: Any,
+    ) -> Any:
         with self._client_lock:
             return self._session.client(service, config=config, **kwargs)
 
@@ -149,7 +155,7 @@ class FanoutAws:
                 # boto3 cannot hand a client a Credentials object; its signer holds the one it
                 # asks per request. Refuse a botocore that moved it rather than sign as the
                 # fan-out role.
-                signer = client._request_signer
+                signer = client._request_signer  # type: ignore[attr-defined]
                 if not isinstance(getattr(signer, "_credentials", None), Credentials):
                     raise RuntimeError("botocore's RequestSigner no longer holds _credentials")
                 signer._credentials = self._account_credentials
@@ -190,7 +196,7 @@ class FanoutAws:
         )
 
 
-def _client_keys(credentials: ReadOnlyCredentials | None) -> dict[str, str]:
+def _client_keys(credentials: ReadOnlyCredentials | None) -> dict[str, str | None]:
     """`Session.client` arguments for the given credentials; none: the fan-out role's own."""
     if credentials is None:
         return {}

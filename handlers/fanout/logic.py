@@ -122,7 +122,9 @@ def parse_sns_event(event: Any) -> ImageNotice:
 
 def _parse_image_message(message: dict[str, Any], correlation_id: str) -> ImageNotice:
     state = message.get("state")
-    status = state.get("status") if isinstance(state, dict) else None
+    if not isinstance(state, dict):
+        state = {}
+    status = state.get("status")
     if not isinstance(status, str) or not status:
         raise MalformedMessageError("image message has no state.status")
     image_arn = _required_string(message, "arn")

@@ -14,13 +14,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from handlers.refresh.rules import Image
+
+if TYPE_CHECKING:  # the boto3 stubs are a dev dependency, not in the Lambda runtime
+    from mypy_boto3_autoscaling.type_defs import (
+        DesiredConfigurationTypeDef,
+        RefreshPreferencesTypeDef,
+    )
 
 CLIENT_CONFIG = Config(
     retries={"mode": "standard", "max_attempts": 5},
@@ -59,15 +65,15 @@ class RefreshAws:
         groups = self._autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[group_name])[
             "AutoScalingGroups"
         ]
-        return groups[0] if groups else None
+        return cast("dict[str, Any]", groups[0]) if groups else None
 
     def instance_refreshes(self, group_name: str) -> list[dict[str, Any]]:
         """The group's refresh history, newest first, with EndTime as ISO text."""
         refreshes: list[dict[str, Any]] = []
-        request = {"AutoScalingGroupName": group_name, "MaxRecords": 100}
+        request: dict[str, Any] = {"AutoScalingGroupName": group_name, "MaxRecords": 100}
         while True:  # botocore has no paginator for this operation
             page = self._autoscaling.describe_instance_refreshes(**request)
-            for refresh in page["InstanceRefreshes"]:
+            for refresh in map(_plain, page["InstanceRefreshes"]):
                 end_time = refresh.get("EndTime")
                 if isinstance(end_time, datetime):
                     refresh["EndTime"] = iso_timestamp(end_time)
@@ -86,8 +92,8 @@ class RefreshAws:
             return self._autoscaling.start_instance_refresh(
                 AutoScalingGroupName=group_name,
                 Strategy="Rolling",
-                DesiredConfiguration=dict(desired),
-                Preferences=dict(preferences),
+                DesiredConfiguration=cast("DesiredConfigurationTypeDef", dict(desired)),
+                Preferences=cast("RefreshPreferencesTypeDef", dict(preferences)),
             )["InstanceRefreshId"]
         except self._autoscaling.exceptions.InstanceRefreshInProgressFault as error:
             raise RefreshInProgressError(str(error)) from error
@@ -130,12 +136,14 @@ class RefreshAws:
 
     def launch_template_version(self, template_id: str, version: str) -> dict[str, Any]:
         """The version `version` ("7", "$Latest", "$Default") resolves to."""
-        return self._ec2.describe_launch_template_versions(
-            LaunchTemplateId=template_id, Versions=[version]
-        )["LaunchTemplateVersions"][0]
+        return _plain(
+            self._ec2.describe_launch_template_versions(
+                LaunchTemplateId=template_id, Versions=[version]
+            )["LaunchTemplateVersions"][0]
+        )
 
     def find_launch_template_version(
-        self, template: Mapping[str, str], version: str
+        self, template: Mapping[str, Any], version: str
     ) -> dict[str, Any] | None:
         """A version named by template id or name; None when it (or its template) was deleted."""
         try:
@@ -146,12 +154,12 @@ class RefreshAws:
             if error.response["Error"]["Code"] in _MISSING_TEMPLATE_VERSION_CODES:
                 return None
             raise
-        return versions[0] if versions else None
+        return _plain(versions[0]) if versions else None
 
     def launch_template_versions(self, template_id: str) -> list[dict[str, Any]]:
         paginator = self._ec2.get_paginator("describe_launch_template_versions")
         pages = paginator.paginate(LaunchTemplateId=template_id)
-        return [version for page in pages for version in page["LaunchTemplateVersions"]]
+        return [_plain(version) for page in pages for version in page["LaunchTemplateVersions"]]
 
     def create_launch_template_version(
         self, template_id: str, source_version: int, image_id: str, description: str
@@ -185,7 +193,13 @@ class RefreshAws:
         names = clusters[0].get("capacityProviders", []) if clusters else []
         if not names:
             return []
-        return self._ecs.describe_capacity_providers(capacityProviders=names)["capacityProviders"]
+        providers = self._ecs.describe_capacity_providers(capacityProviders=names)
+        return [_plain(provider) for provider in providers["capacityProviders"]]
+
+
+def _plain(response_item: Any) -> dict[str, Any]:
+    """A response structure as the plain dict the rules read (the stubs type it as a TypedDict)."""
+    return cast("dict[str, Any]", response_item)
 
 
 def _image(raw: Mapping[str, Any]) -> Image:

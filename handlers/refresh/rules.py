@@ -277,7 +277,7 @@ def refreshes_to_record(
             continue
         found.append(
             FinishedRefresh(
-                refresh["InstanceRefreshId"], template, version, end_time, status, verdict
+                refresh["InstanceRefreshId"], template, version, end_time, str(status), verdict
             )
         )
     return sorted(found, key=lambda refresh: refresh.end_time)
