@@ -177,7 +177,7 @@ def regional_provider(
 ) -> aws.Provider:
     """An explicit provider for `region` carrying the stack's `aws:` settings."""
     secret = {_snake(key) for key in SECRET_SETTINGS}
-    arguments = {
+    arguments: dict[str, Any] = {
         key: pulumi.Output.secret(value) if key in secret else value
         for key, value in settings.items()
     }
