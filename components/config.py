@@ -177,13 +177,11 @@ _ROLE_ARN = rf"arn:{_PARTITION}:iam::{_ACCOUNT}:role/(?:[\w+=,.@-]+/)*{_IAM_NAME
 _ROLE_ARN_ALLOWED = "an IAM role ARN arn:aws:iam::<account>:role/<name>"
 RoleArn = Annotated[str, _matching(_ROLE_ARN, _ROLE_ARN_ALLOWED)]
 OptionalRoleArn = Annotated[str, _matching(_ROLE_ARN, _ROLE_ARN_ALLOWED, optional=True)]
+_SNS_TOPIC_ARN = rf"arn:{_PARTITION}:sns:{_REGION}:{_ACCOUNT}:[\w-]{{1,256}}"
+_SNS_TOPIC_ARN_ALLOWED = "an SNS topic ARN arn:aws:sns:<region>:<account>:<name>"
+SnsTopicArn = Annotated[str, _matching(_SNS_TOPIC_ARN, _SNS_TOPIC_ARN_ALLOWED)]
 OptionalSnsTopicArn = Annotated[
-    str,
-    _matching(
-        rf"arn:{_PARTITION}:sns:{_REGION}:{_ACCOUNT}:[\w-]{{1,256}}",
-        "an SNS topic ARN arn:aws:sns:<region>:<account>:<name>",
-        optional=True,
-    ),
+    str, _matching(_SNS_TOPIC_ARN, _SNS_TOPIC_ARN_ALLOWED, optional=True)
 ]
 OptionalKmsKeyArn = Annotated[
     str,
@@ -345,7 +343,9 @@ class CommonConfig(_StrictModel):
     invoke_role_name: IamName = "InvokeInstanceRefreshHandlerRole"
     refresh_function_name: LambdaName = "LambdaForUpdateLaunchTemplate-And-InstanceRefresh"
     log_retention_days: LogRetentionDays = 30
+    # An alarm can only notify a topic in its own region: one topic, or one per alarm region.
     alarm_topic_arn: OptionalSnsTopicArn = ""
+    alarm_topic_arns: tuple[SnsTopicArn, ...] = ()
     ami_kms_key_arn: OptionalKmsKeyArn = ""
 
     @field_validator("regions")
@@ -363,7 +363,67 @@ class CommonConfig(_StrictModel):
         arn_parts[3] = region
         return ":".join(arn_parts)
 
+    @property
+    def alarm_regions(self) -> tuple[str, ...]:
+        """The regions this stack creates alarms in."""
+        return (self.home_region,)
+
+    def alarm_topic_arn_in(self, region: str) -> str:
+        """The topic the alarms in `region` notify ("" for none)."""
+        topics = (self.alarm_topic_arn,) if self.alarm_topic_arn else self.alarm_topic_arns
+        return next((arn for arn in topics if arn.split(":")[3] == region), "")
+
+    def _alarm_topic_problems(self) -> list[str]:
+        if self.alarm_topic_arn and self.alarm_topic_arns:
+            return [
+                _problem(
+                    "alarmTopicArns",
+                    list(self.alarm_topic_arns),
+                    "set alarmTopicArn (one region) or alarmTopicArns (one topic per region), "
+                    "not both",
+                )
+            ]
+        key, topics = (
+            ("alarmTopicArn", (self.alarm_topic_arn,))
+            if self.alarm_topic_arn
+            else ("alarmTopicArns", self.alarm_topic_arns)
+        )
+        if not topics:
+            return []
+        regions = self.alarm_regions
+        per_region = "; use alarmTopicArns, one topic per region" if len(regions) > 1 else ""
+        problems = []
+        seen: set[str] = set()
+        for arn in topics:
+            region = arn.split(":")[3]
+            if region not in regions:
+                problems.append(
+                    _problem(
+                        key,
+                        arn,
+                        "an alarm can only notify an SNS topic in its own region, and this "
+                        f"stack's alarms are in {', '.join(regions)}{per_region}",
+                    )
+                )
+            elif region in seen:
+                problems.append(_problem(key, arn, f"one topic per region; {region} has two"))
+            seen.add(region)
+        missing = [region for region in regions if region not in seen]
+        if missing and not problems:
+            problems.append(
+                _problem(
+                    key,
+                    topics[0] if key == "alarmTopicArn" else list(topics),
+                    f"no topic in {', '.join(missing)}, where this stack has alarms too: an "
+                    f"alarm can only notify an SNS topic in its own region{per_region}",
+                )
+            )
+        return problems
+
     def _common_problems(self) -> list[str]:
+        return self._alarm_topic_problems() + self._key_problems()
+
+    def _key_problems(self) -> list[str]:
         if not self.ami_kms_key_arn:
             return []
         key_region = self.ami_kms_key_arn.split(":")[3]
@@ -534,6 +594,11 @@ class WorkloadConfig(CommonConfig):
 
     def targets_in(self, region: str) -> tuple[Target, ...]:
         return tuple(t for t in self.targets if t.region == region)
+
+    @property
+    def alarm_regions(self) -> tuple[str, ...]:
+        """The regions with targets: each has its clusters' rollback alarms."""
+        return tuple(r for r in self.regions if self.targets_in(r))
 
     @model_validator(mode="after")
     def _consistent(self) -> WorkloadConfig:

@@ -176,7 +176,7 @@ class GoldenImagePipelineArgs:
             keep_newest_images=cfg.keep_newest_images,
             image_retention_days=cfg.image_retention_days,
             log_retention_days=cfg.log_retention_days,
-            alarm_topic_arn=cfg.alarm_topic_arn,
+            alarm_topic_arn=cfg.alarm_topic_arn_in(cfg.home_region),
             tags={"golden-ami:environment": cfg.environment_name},
         )
 

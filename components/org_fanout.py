@@ -75,7 +75,7 @@ class OrgFanoutArgs:
             list_accounts_role_arn=cfg.list_accounts_role_arn,
             include_infra_account=cfg.include_infra_account,
             expected_account_ids=cfg.expected_account_ids,
-            alarm_topic_arn=cfg.alarm_topic_arn,
+            alarm_topic_arn=cfg.alarm_topic_arn_in(cfg.home_region),
         )
 
     def environment(self) -> dict[str, str]:

@@ -96,7 +96,8 @@ class RefreshWithRollbackArgs:
     instance_count_alarm: bool = False
     converge_schedule: str = ""
     ami_kms_key_arns: Mapping[str, str] = field(default_factory=dict)  # region -> key ARN
-    alarm_topic_arn: str = ""
+    # region -> the SNS topic its alarms notify: an alarm can only notify a topic in its region.
+    alarm_topic_arns: Mapping[str, str] = field(default_factory=dict)
     # The stack's aws: settings (components/aws_provider.py), given to every regional provider.
     provider_settings: Mapping[str, Any] = field(default_factory=dict)
 
@@ -127,7 +128,7 @@ class RefreshWithRollbackArgs:
             instance_count_alarm=cfg.instance_count_alarm,
             converge_schedule=cfg.converge_schedule,
             ami_kms_key_arns={region: cfg.ami_kms_key_arn_in(region) for region in cfg.regions},
-            alarm_topic_arn=cfg.alarm_topic_arn,
+            alarm_topic_arns={region: cfg.alarm_topic_arn_in(region) for region in cfg.regions},
             provider_settings=dict(provider_settings or {}),
         )
 
@@ -178,6 +179,13 @@ class RefreshWithRollback(pulumi.ComponentResource):
         outside = sorted({t.region for t in args.targets} - set(args.regions))
         if outside:
             raise ValueError(f"{name}: targets in {outside} are outside the stack's regions")
+        crossed = {
+            r: arn for r, arn in args.alarm_topic_arns.items() if arn and f":{r}:" not in arn
+        }
+        if crossed:
+            raise ValueError(
+                f"{name}: an alarm can only notify an SNS topic in its own region: {crossed}"
+            )
         self._name = name
         self._args = args
         child = pulumi.ResourceOptions(parent=self)
@@ -460,7 +468,8 @@ class RefreshWithRollback(pulumi.ComponentResource):
             ),
             opts=opts,
         )
-        alarm_actions = [args.alarm_topic_arn] if args.alarm_topic_arn else []
+        topic_arn = args.alarm_topic_arns.get(region, "")
+        alarm_actions = [topic_arn] if topic_arn else []
         alarms = [
             aws.cloudwatch.MetricAlarm(
                 f"{prefix}-ecs-errors-alarm",

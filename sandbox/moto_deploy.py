@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import boto3
+from botocore.exceptions import ClientError
 
 from sandbox.lambda_invoke import LambdaFunction, LambdaRouter
 from tests.pulumi_harness import RecordedResource, StackRun
@@ -263,7 +264,29 @@ def _metric_alarm(resource: RecordedResource, session: boto3.Session, region: st
         ]
     if resource.inputs.get("metricQueries"):
         arguments["Metrics"] = [_metric_query(query) for query in resource.inputs["metricQueries"]]
+    _refuse_actions_in_other_regions(arguments, region)
     session.client("cloudwatch", region_name=region).put_metric_alarm(**arguments)
+
+
+def _refuse_actions_in_other_regions(arguments: dict[str, Any], region: str) -> None:
+    """CloudWatch's answer (moto accepts it): an alarm only notifies topics in its own region."""
+    for member in ("AlarmActions", "OKActions", "InsufficientDataActions"):
+        for arn in arguments.get(member, []):
+            action_region = arn.split(":")[3] if arn.startswith("arn:") else region
+            if action_region != region:
+                raise ClientError(
+                    {
+                        "Error": {
+                            "Code": "ValidationError",
+                            "Message": (
+                                f"Invalid region {action_region} specified. "
+                                f"Only {region} is supported."
+                            ),
+                        },
+                        "ResponseMetadata": {"HTTPStatusCode": 400},
+                    },
+                    "PutMetricAlarm",
+                )
 
 
 def _metric_query(query: dict[str, Any]) -> dict[str, Any]:

@@ -313,6 +313,15 @@ BAD_VALUES = [
     (DEV, {"instanceCountAlarm": "sometimes"}, "instanceCountAlarm", "'sometimes'",
      "valid boolean"),
     (DEV, {"convergeSchedule": "hourly"}, "convergeSchedule", "'hourly'", "rate(<n> <unit>)"),
+    # An alarm can only notify a topic in its own region (CloudWatch refuses any other).
+    ("workload-prod", {"alarmTopicArns": ["arn:aws:sns:eu-west-1:555566667777:alerts"]},
+     "alarmTopicArns", '["arn:aws:sns:eu-west-1:555566667777:alerts"]',
+     "no topic in us-east-1, where this stack has alarms too"),
+    ("workload-prod", {"alarmTopicArn": "arn:aws:sns:eu-west-1:555566667777:alerts"},
+     "alarmTopicArn", "'arn:aws:sns:eu-west-1:555566667777:alerts'",
+     "use alarmTopicArns, one topic per region"),
+    (INFRA, {"alarmTopicArns": ["arn:aws:sqs:eu-west-1:111122223333:q"]}, "alarmTopicArns[0]",
+     "'arn:aws:sqs:eu-west-1:111122223333:q'", "SNS topic ARN"),
 ]  # fmt: skip
 
 

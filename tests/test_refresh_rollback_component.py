@@ -108,7 +108,7 @@ VARIANTS = {
     "prod-encrypted": replace(
         PROD, ami_kms_key_arns={"eu-west-1": KMS_KEY, "us-east-1": KMS_KEY_US}
     ),
-    "dev-alarm-topic": replace(DEV, alarm_topic_arn=ALARM_TOPIC),
+    "dev-alarm-topic": replace(DEV, alarm_topic_arns={"eu-west-1": ALARM_TOPIC}),
 }
 
 
