@@ -106,6 +106,30 @@ def test_plan_orders_infra_first_then_workloads_by_name_each_depending_on_infra(
     assert plan.infra.regions == ("eu-west-1", "us-east-1")
 
 
+def test_stacks_are_told_apart_by_golden_ami_role_whatever_their_names(tmp_path):
+    # README: any stack name works; `golden-ami:role` alone decides infra or workload.
+    write_project(tmp_path, {"builder": INFRA, "payments": workload(DEV_ACCOUNT)})
+
+    plan = load_plan(tmp_path)
+
+    assert [(s.name, s.role, s.depends_on) for s in plan.stacks] == [
+        ("builder", "infra", ()),
+        ("payments", "workload", ("builder",)),
+    ]
+
+
+@pytest.mark.parametrize("command", ["plan", "outputs"])
+def test_only_preview_up_and_destroy_take_parallel(tmp_path, command, capsys):
+    # README: `--parallel N` (preview, up, destroy); plan and outputs refuse it as bad usage.
+    project = str(standard_project(tmp_path))
+
+    with pytest.raises(SystemExit) as exited:
+        run_cli(command, "--parallel", "2", "--project-dir", project)
+
+    assert exited.value.code == EXIT_USAGE
+    assert "unrecognized arguments: --parallel 2" in capsys.readouterr().err
+
+
 def test_plan_json_lists_each_stack_with_the_config_it_will_get(tmp_path):
     code, out, _ = run_cli("plan", "--json", "--project-dir", str(standard_project(tmp_path)))
 

@@ -242,3 +242,15 @@ def test_key_policy_prerequisite_allows_what_the_kms_grant_resource_calls(readme
         "kms:ListGrants",
         "kms:RevokeGrant",
     }
+
+
+def test_setup_names_the_pulumi_cli_of_the_pinned_sdk_as_ci_installs_it(readme: str) -> None:
+    pinned = re.search(r"(?m)^pulumi==(\S+)$", (REPO_ROOT / "requirements.txt").read_text())
+    assert pinned
+    workflow = (REPO_ROOT / ".github" / "workflows" / "deploy.yml").read_text()
+    assert f"PULUMI_VERSION: {pinned[1]} " in workflow
+    tools = section(readme, "Deploying for real").split("### AWS prerequisites")[0]
+    assert f"**The Pulumi CLI {pinned[1]}**" in tools
+    assert f"sh -s -- --version {pinned[1]}" in tools
+    assert "**Python 3.11 or newer**" in tools
+    assert "**The AWS CLI v2**" in tools
