@@ -200,6 +200,16 @@ def test_bad_options_are_rejected_with_what_is_allowed(
     assert message in capsys.readouterr().err
 
 
+def test_the_baseline_fan_out_failure_is_explained_before_it_is_shown(
+    run: tuple[dict[str, Any], str],
+) -> None:
+    timeline = run[0]["timeline"]
+    failed = next(i for i, e in enumerate(timeline) if "invocation failed" in e["result"])
+    explained = next(i for i, e in enumerate(timeline) if e["step"] == "note")
+    assert explained < failed
+    assert "fan-out fails" in timeline[explained]["result"]
+
+
 def test_readme_timeline_excerpt_is_what_the_demo_prints(run: tuple[dict[str, Any], str]) -> None:
     """The README's trimmed timeline is cut from a real run, so it goes stale with the story."""
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
