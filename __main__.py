@@ -1,6 +1,7 @@
 """Golden AMI: one program, two roles. `golden-ami:role` picks what this stack deploys.
 
-infra     payload bucket, image pipeline with its build trigger (this account builds and shares)
+infra     payload bucket, image pipeline with its build trigger (this account builds and shares),
+          fan-out, rollout status (bus, recorder, table, dashboard)
 workload  refresh Lambda, invoke role and rollback alarms (this account follows the AMI)
 """
 
@@ -16,6 +17,7 @@ from components.image_pipeline import GoldenImagePipeline, GoldenImagePipelineAr
 from components.org_fanout import OrgFanout, OrgFanoutArgs
 from components.payload_bucket import PayloadBucket, PayloadBucketArgs
 from components.refresh_rollback import RefreshWithRollback, RefreshWithRollbackArgs
+from components.rollout_status import RolloutStatus, RolloutStatusArgs
 
 
 def deploy_infra(cfg: InfraConfig) -> None:
@@ -38,6 +40,10 @@ def deploy_infra(cfg: InfraConfig) -> None:
         f"{cfg.environment_name}-fanout",
         OrgFanoutArgs.from_config(cfg, image_topic_arn=pipeline.image_topic_arn),
     )
+    status = RolloutStatus(
+        f"{cfg.environment_name}-rollout",
+        RolloutStatusArgs.from_config(cfg, pipeline_name=pipeline.pipeline_name),
+    )
     pulumi.export("bucketName", bucket.bucket_name)
     pulumi.export("payloadPrefix", cfg.payload_prefix)
     pulumi.export("pipelineArn", pipeline.pipeline_arn)
@@ -51,6 +57,11 @@ def deploy_infra(cfg: InfraConfig) -> None:
     pulumi.export("fanoutRoleName", fanout.role_name)
     pulumi.export("fanoutFunctionArn", fanout.function_arn)
     pulumi.export("fanoutLogGroupName", fanout.log_group_name)
+    # Workload stacks' rolloutBusArn: where their refresh results and refresh ends are forwarded.
+    pulumi.export("rolloutBusArn", status.bus_arn)
+    # `python -m rollout status` reads this table (infra credentials).
+    pulumi.export("rolloutTableName", status.table_name)
+    pulumi.export("rolloutDashboardName", status.dashboard_name)
 
 
 def deploy_workload(cfg: WorkloadConfig, provider_settings: Mapping[str, Any]) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
+from handlers.recorder.logic import IN_USE_TAG
 from handlers.refresh.rules import HELD_TAG, QUARANTINE_REVIEWED_TAG, QUARANTINE_TAG
 
 Policy = dict[str, Any]
@@ -483,5 +484,84 @@ def ecs_errors_delivery_policy(log_group_arns: Iterable[str]) -> Policy:
             "Principal": {"Service": ["events.amazonaws.com", "delivery.logs.amazonaws.com"]},
             "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
             "Resource": sorted(f"{arn}:*" for arn in log_group_arns),
+        }
+    )
+
+
+# --- infra: rollout status (RolloutStatus) --------------------------------------------------------
+
+
+def rollout_bus_policy(bus_arn: str, organization_id: str) -> Policy:
+    """Any principal of the Organization may put events on the rollout bus, nobody else.
+
+    Workload rules forward their results and refresh ends as their own account; EventBridge
+    sets each event's `account` from that sender, which is what the recorder trusts.
+    """
+    return _document(
+        {
+            "Sid": "OrganizationAccountsReport",
+            "Effect": "Allow",
+            "Principal": "*",
+            "Action": "events:PutEvents",
+            "Resource": bus_arn,
+            "Condition": {"StringEquals": {"aws:PrincipalOrgID": organization_id}},
+        }
+    )
+
+
+def recorder_policy(
+    *,
+    table_arn: str,
+    log_group_arn: str,
+    dead_letter_queue_arn: str,
+    partition: str,
+    regions: Iterable[str],
+    pipeline_name: str,
+) -> Policy:
+    """The recorder Lambda: exactly the calls in handlers/recorder/aws.py, plus its DLQ."""
+    return _document(
+        {
+            "Sid": "RecordRolloutStatus",
+            "Effect": "Allow",
+            "Action": ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query"],
+            "Resource": table_arn,
+        },
+        {
+            "Sid": "ReadImages",
+            "Effect": "Allow",
+            "Action": "ec2:DescribeImages",
+            "Resource": "*",
+        },
+        {
+            "Sid": "MaintainInUseTag",
+            "Effect": "Allow",
+            "Action": ["ec2:CreateTags", "ec2:DeleteTags"],
+            "Resource": [f"arn:{partition}:ec2:{region}::image/*" for region in regions],
+            # Only the in-use tag, and only on the AMIs this stack's pipeline distributes.
+            "Condition": {
+                "ForAllValues:StringEquals": {"aws:TagKeys": [IN_USE_TAG]},
+                "StringEquals": {"aws:ResourceTag/golden-ami:pipeline": pipeline_name},
+            },
+        },
+        {
+            "Sid": "DeadLetters",
+            "Effect": "Allow",
+            "Action": "sqs:SendMessage",
+            "Resource": dead_letter_queue_arn,
+        },
+        _write_own_logs([log_group_arn]),
+    )
+
+
+def dead_letter_queue_policy(queue_arn: str, rule_arn: str) -> Policy:
+    """Events the rollout rule could not deliver to the recorder land in its dead-letter queue."""
+    return _document(
+        {
+            "Sid": "UndeliveredRolloutEvents",
+            "Effect": "Allow",
+            "Principal": {"Service": "events.amazonaws.com"},
+            "Action": "sqs:SendMessage",
+            "Resource": queue_arn,
+            "Condition": {"ArnEquals": {"aws:SourceArn": rule_arn}},
         }
     )

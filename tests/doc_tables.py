@@ -26,6 +26,7 @@ BAD_INPUT_DOC = REPO_ROOT / "docs" / "bad-input.md"
 _HANDLER_ROLES = {
     "build_trigger": "build-trigger Lambda role (infra stack, GoldenImagePipeline)",
     "fanout": "fan-out Lambda role (infra stack, OrgFanout)",
+    "recorder": "rollout recorder Lambda role (infra stack, RolloutStatus)",
     "refresh": "refresh Lambda role (workload stack, RefreshWithRollback)",
 }
 

@@ -33,7 +33,7 @@ import botocore.handlers
 
 from tests.pulumi_harness import RecordedResource, StackRun
 
-HANDLER_PACKAGES = ("build_trigger", "fanout", "refresh")
+HANDLER_PACKAGES = ("build_trigger", "fanout", "recorder", "refresh")
 EXECUTION_ROLE = "execution role"
 INVOKE_ROLE = "InvokeInstanceRefreshHandlerRole"  # golden-ami:invokeRoleName, its default
 

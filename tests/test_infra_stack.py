@@ -267,7 +267,7 @@ def test_cancelled_builds_reach_the_trigger_queue_through_their_state_change_eve
 
 
 def test_queue_accepts_only_those_rules_and_that_topic(infra: StackRun) -> None:
-    policy = statements(infra.one("aws:sqs/queuePolicy:QueuePolicy"))
+    policy = statements(infra.one("aws:sqs/queuePolicy:QueuePolicy", "build-trigger"))
     queue_arn = arn_of(infra, QUEUE, "queue")
     assert {sid: s["Condition"]["ArnEquals"]["aws:SourceArn"] for sid, s in policy.items()} == {
         "UploadEvents": arn_of(infra, RULE, "payload-uploaded"),
@@ -280,7 +280,7 @@ def test_queue_accepts_only_those_rules_and_that_topic(infra: StackRun) -> None:
 
 def test_queue_is_encrypted_and_redrives_to_an_encrypted_dlq(infra: StackRun) -> None:
     queue = infra.one(QUEUE, "queue")
-    dlq = infra.one(QUEUE, "dlq")
+    dlq = infra.one(QUEUE, "build-trigger-dlq")
     assert queue["sqsManagedSseEnabled"] is True
     assert dlq["sqsManagedSseEnabled"] is True
     redrive = queue.json("redrivePolicy")
@@ -299,7 +299,7 @@ def test_dead_letters_raise_an_alarm(stack_run: Callable[..., StackRun], topic: 
         "AWS/SQS",
         "ApproximateNumberOfMessagesVisible",
     )
-    assert alarm["dimensions"] == {"QueueName": run.one(QUEUE, "dlq").outputs["name"]}
+    assert alarm["dimensions"] == {"QueueName": run.one(QUEUE, "build-trigger-dlq").outputs["name"]}
     assert (alarm["comparisonOperator"], alarm["threshold"]) == ("GreaterThanThreshold", 0)
     assert alarm["treatMissingData"] == "notBreaching"
     assert alarm.inputs.get("alarmActions", []) == ([topic] if topic else [])

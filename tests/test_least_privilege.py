@@ -34,6 +34,7 @@ from tests.pulumi_harness import REPO_ROOT, StackRun
 HANDLER_TEST_FILES = {
     "build_trigger": "tests/test_build_trigger.py",
     "fanout": "tests/test_fanout_handler.py",
+    "recorder": "tests/test_recorder.py",
     "refresh": "tests/test_refresh_handler.py",
 }
 LIST_ACCOUNTS_ROLE = "arn:aws:iam::111122223333:role/GoldenAmiListAccounts"
@@ -63,9 +64,13 @@ GRANTED_NOT_CALLED = {
         )
         for action in ("ec2:RunInstances", "iam:PassRole", "ec2:CreateTags")
     },
+    ("recorder", "sqs:SendMessage"): (
+        "Lambda sends an asynchronous invocation that failed every retry to the function's "
+        "dead-letter queue as the function's role"
+    ),
     **{
         (role, action): "called by the Lambda runtime to write the function's logs"
-        for role in ("build_trigger", "fanout", "refresh")
+        for role in ("build_trigger", "fanout", "recorder", "refresh")
         for action in ("logs:CreateLogStream", "logs:PutLogEvents")
     },
 }

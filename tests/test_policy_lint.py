@@ -220,6 +220,34 @@ BUILDER_EXAMPLES = {
         )
     ],
     "ecs_errors_delivery_policy": [("identity", {"log_group_arns": [LOG_GROUP]})],
+    "rollout_bus_policy": [
+        (
+            "identity",
+            {
+                "bus_arn": f"arn:aws:events:{REGION}:{ACCOUNT}:event-bus/golden-ami-rollout",
+                "organization_id": ORG,
+            },
+        )
+    ],
+    "recorder_policy": [
+        (
+            "identity",
+            {
+                "table_arn": f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/golden-ami-rollout-status",
+                "log_group_arn": LOG_GROUP,
+                "dead_letter_queue_arn": QUEUE,
+                "partition": "aws",
+                "regions": [REGION, "us-east-1"],
+                "pipeline_name": "golden-ami-golden-ecs",
+            },
+        )
+    ],
+    "dead_letter_queue_policy": [
+        (
+            "identity",
+            {"queue_arn": QUEUE, "rule_arn": f"arn:aws:events:{REGION}:{ACCOUNT}:rule/rollout"},
+        )
+    ],
 }
 
 

@@ -95,3 +95,14 @@ def test_every_failure_a_person_must_look_at_is_failed_phase():
         "RollbackSuccessful",
         "RollbackFailed",
     }
+
+
+def test_newest_rollout_is_the_one_first_seen_last_not_the_greatest_text():
+    from handlers.common.status import newest_rollout, rollout_index_item
+
+    items = [
+        rollout_index_item("1.0.0/9", "2026-11-28T10:00:00Z"),
+        rollout_index_item("1.0.0/10", "2026-11-29T10:00:00Z"),
+    ]
+    assert newest_rollout(items) == "1.0.0/10"
+    assert newest_rollout([]) is None

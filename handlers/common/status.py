@@ -8,6 +8,9 @@ The DynamoDB table has a string partition key `pk` and a string sort key `sk`:
 
     pk = ROLLOUT#<image build version>   sk = GROUP#<account>#<region>#<group>   one per group
     pk = ROLLOUT#<image build version>   sk = INVOKED#<account>#<region>         one per invoke
+    pk = ROLLOUTS                        sk = ROLLOUT#<image build version>      rollout index
+    pk = REFRESH#<account>#<region>#<id> sk = REFRESH                           refresh's rollout
+    pk = INUSE#<region>                  sk = GROUP#<account>#<region>#<group>   AMIs a group uses
 
 Items are plain attribute maps (the resource API's Python values). A group item's `state` is
 the newest thing known about the group in that rollout: a refresh-handler outcome or an
@@ -26,6 +29,11 @@ from typing import Any
 ROLLOUT_PREFIX = "ROLLOUT#"
 GROUP_PREFIX = "GROUP#"
 INVOKED_PREFIX = "INVOKED#"
+# One partition lists every rollout with when it was first seen (writers add, never update).
+ROLLOUT_INDEX_KEY = "ROLLOUTS"
+REFRESH_PREFIX = "REFRESH#"
+REFRESH_SORT_KEY = "REFRESH"
+IN_USE_PREFIX = "INUSE#"
 
 
 class Phase(StrEnum):
@@ -75,6 +83,35 @@ def group_key(account: str, region: str, group: str) -> str:
 
 def invocation_key(account: str, region: str) -> str:
     return f"{INVOKED_PREFIX}{account}#{region}"
+
+
+def refresh_key(account: str, region: str, refresh_id: str) -> str:
+    """An Auto Scaling refresh end names no image: this item ties the refresh to its rollout."""
+    return f"{REFRESH_PREFIX}{account}#{region}#{refresh_id}"
+
+
+def in_use_key(region: str) -> str:
+    return f"{IN_USE_PREFIX}{region}"
+
+
+def rollout_index_item(rollout_id: str, first_seen_at: str) -> dict[str, Any]:
+    """Written with `attribute_not_exists(pk)`: the first writer's time stays."""
+    return {
+        "pk": ROLLOUT_INDEX_KEY,
+        "sk": rollout_key(rollout_id),
+        "rolloutId": rollout_id,
+        "firstSeenAt": first_seen_at,
+    }
+
+
+def newest_rollout(index_items: Iterable[Mapping[str, Any]]) -> str | None:
+    """The rollout first seen last (build versions do not sort as text: 1.0.0/10 < 1.0.0/9)."""
+    newest = max(
+        index_items,
+        key=lambda item: (str(item["firstSeenAt"]), str(item["rolloutId"])),
+        default=None,
+    )
+    return None if newest is None else str(newest["rolloutId"])
 
 
 def order_key(event_time: str, state: str) -> str:
