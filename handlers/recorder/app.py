@@ -177,10 +177,8 @@ def _event_fields(event: Any) -> dict[str, Any]:
 
 def _metric(name: str, **dimensions: str) -> None:
     """One count in CloudWatch embedded metric format: CloudWatch Logs turns it into a metric."""
-    log(
-        LOGGER,
-        "metric",
-        _aws={
+    fields: dict[str, Any] = {
+        "_aws": {
             "Timestamp": int(time.time() * 1000),
             "CloudWatchMetrics": [
                 {
@@ -191,5 +189,6 @@ def _metric(name: str, **dimensions: str) -> None:
             ],
         },
         **dimensions,
-        **{name: 1},
-    )
+        name: 1,
+    }
+    log(LOGGER, "metric", logging.INFO, **fields)

@@ -108,7 +108,7 @@ def parse_event(event: Any) -> Report:
             account=account,
             region=region,
             group=_member(detail, "AutoScalingGroupName", _GROUP, "an Auto Scaling group name"),
-            state=REFRESH_END_STATES[detail_type],
+            state=REFRESH_END_STATES[str(detail_type)],
             time=time,
             reason=_text(detail.get("StatusReason")),
             refresh_id=_member(detail, "InstanceRefreshId", _REFRESH_ID, "an instance refresh id"),
@@ -203,8 +203,9 @@ def amis_in_use(report: Report, previous: Iterable[str]) -> tuple[str, ...]:
     target: both stay in use. A rollback, a quarantine or a refusal leaves the group on the
     image before. `current`/`deferred` change nothing, so what the group used stays.
     """
-    previous_amis = set(previous)
+    previous_amis: set[str | None] = set(previous)
     state, before, after = report.state, report.ami_before, report.ami_after
+    amis: set[str | None]
     if state in _UNCHANGED:
         amis = previous_amis | {before, after if state == "current" else None}
     elif state in _NOT_ON_TARGET:
