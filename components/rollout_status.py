@@ -65,7 +65,7 @@ class RolloutStatusArgs:
             regions=cfg.regions,
             pipeline_name=pipeline_name,
             log_retention_days=cfg.log_retention_days,
-            alarm_topic_arn=cfg.alarm_topic_arn,
+            alarm_topic_arn=cfg.alarm_topic_arn_in(cfg.home_region),
             tags={"golden-ami:environment": cfg.environment_name},
         )
 
