@@ -81,6 +81,7 @@ def deploy_workload(cfg: WorkloadConfig, provider_settings: Mapping[str, Any]) -
     )
     pulumi.export("invokeRoleArn", refresh.invoke_role_arn)
     pulumi.export("refreshFunctionArns", refresh.function_arns)
+    pulumi.export("releaseFunctionArns", refresh.release_function_arns)
     pulumi.export("rollbackAlarmNames", refresh.alarm_names)
 
 

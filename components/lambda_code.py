@@ -1,4 +1,5 @@
-"""Packaging of the Lambda handlers: each zip holds only `handlers/common` and its own package.
+"""Packaging of the Lambda handlers: each zip holds only `handlers/common` and its own package
+(plus the packages it runs, `PACKAGE_DEPENDENCIES`).
 
 boto3 comes from the Lambda runtime, so no dependency is vendored and the zips stay a few KB.
 """
@@ -18,11 +19,16 @@ def handler_entrypoint(handler_package: str) -> str:
     return f"handlers.{handler_package}.app.lambda_handler"
 
 
+# Handler packages that run another package's code: the release function runs the refresh rules.
+PACKAGE_DEPENDENCIES = {"release": ("refresh",)}
+
+
 def handler_source_files(handler_package: str) -> list[Path]:
     """The .py files that go into the zip, relative to the repository root."""
     packages = [HANDLERS_DIR / "common", HANDLERS_DIR / handler_package]
     if not packages[1].is_dir():
         raise ValueError(f"no handler package handlers/{handler_package}")
+    packages += [HANDLERS_DIR / dep for dep in PACKAGE_DEPENDENCIES.get(handler_package, ())]
     files = [HANDLERS_DIR / "__init__.py"]
     for package in packages:
         files.extend(sorted(package.glob("*.py")))

@@ -374,9 +374,31 @@ def refresh_policy(
         {
             "Sid": "RefreshConfiguredGroups",
             "Effect": "Allow",
-            # UpdateAutoScalingGroup only pins $Latest/$Default to the number it resolves to.
-            "Action": ["autoscaling:StartInstanceRefresh", "autoscaling:UpdateAutoScalingGroup"],
+            "Action": "autoscaling:StartInstanceRefresh",
             "Resource": group_arns,
+        },
+        {
+            "Sid": "PinConfiguredGroupsToANumberedVersion",
+            "Effect": "Allow",
+            # Only to pin $Latest/$Default to the number it resolves to (DESIGN §5.2): the
+            # update must name a numbered launch-template version (the template itself is bounded
+            # by LaunchFromConfiguredTemplates below), and may neither switch the group to a launch
+            # configuration nor change its size limits or subnets. What is left open has no
+            # condition key in Auto Scaling: a numbered version of a configured template other
+            # than the one resolving today, the desired capacity, health-check and termination
+            # settings of the configured groups. Pinning needs the first; a refresh can set a
+            # configured group's version through DesiredConfiguration anyway.
+            "Action": "autoscaling:UpdateAutoScalingGroup",
+            "Resource": group_arns,
+            "Condition": {
+                "Bool": {"autoscaling:LaunchTemplateVersionSpecified": "true"},
+                "Null": {
+                    "autoscaling:LaunchConfigurationName": "true",
+                    "autoscaling:MaxSize": "true",
+                    "autoscaling:MinSize": "true",
+                    "autoscaling:VPCZoneIdentifiers": "true",
+                },
+            },
         },
         {
             "Sid": "RecordQuarantineAndHoldOnConfiguredGroups",

@@ -144,6 +144,11 @@ def ecs_errors_name(environment_name: str, cluster_name: str) -> str:
     return name
 
 
+def release_function_name(environment_name: str) -> str:
+    """The release function of every workload region (environmentName is at most 24 long)."""
+    return f"{environment_name}-release"
+
+
 def instance_count_alarm_name(environment_name: str, cluster_name: str) -> str:
     return f"{environment_name}-{cluster_name}-container-instances"
 
@@ -168,6 +173,7 @@ class RefreshWithRollback(pulumi.ComponentResource):
     invoke_role_arn: pulumi.Output[str]
     refresh_role_arn: pulumi.Output[str]
     function_arns: pulumi.Output[dict[str, str]]
+    release_function_arns: pulumi.Output[dict[str, str]]
     alarm_names: dict[str, dict[str, list[str]]]  # region -> cluster -> rollback alarm names
 
     def __init__(
@@ -189,6 +195,12 @@ class RefreshWithRollback(pulumi.ComponentResource):
         self._name = name
         self._args = args
         child = pulumi.ResourceOptions(parent=self)
+        self.release_function_name = release_function_name(args.environment_name)
+        if self.release_function_name == args.function_name:
+            raise ValueError(
+                f"{name}: the refresh function may not be named {args.function_name!r}, the "
+                "release function's name: the invoke role would then cover the release"
+            )
 
         # A region without groups gets nothing: a refresh Lambda there could only fail, and the
         # fan-out reports a missing function as not enrolled.
@@ -200,40 +212,26 @@ class RefreshWithRollback(pulumi.ComponentResource):
             for region in regions
         }
 
-        refresh_role = aws.iam.Role(
-            f"{name}-refresh-role",
-            description="Golden AMI refresh Lambda: new launch-template versions and refreshes",
-            assume_role_policy=json.dumps(lambda_trust_policy()),
-            opts=child,
+        refresh_role, refresh_role_policy = self._role(
+            "refresh",
+            "Golden AMI refresh Lambda: new launch-template versions and refreshes",
+            args.function_name,
+            regions,
         )
-        refresh_role_policy = aws.iam.RolePolicy(
-            f"{name}-refresh-policy",
-            role=refresh_role.name,
-            policy=pulumi.Output.from_input(args.account_id).apply(
-                lambda account_id: json.dumps(
-                    refresh_policy(
-                        account_id=account_id,
-                        targets=args.targets,
-                        ecs_instance_role_arn=args.ecs_instance_role_arn,
-                        log_group_arns=[
-                            lambda_log_group_arn(region, account_id, args.function_name)
-                            for region in regions
-                        ],
-                        rollback_alarm_arns=[
-                            cloudwatch_alarm_arn(region, account_id, alarm_name)
-                            for region, clusters in self.alarm_names.items()
-                            for alarm_names in clusters.values()
-                            for alarm_name in alarm_names
-                        ],
-                    )
-                )
-            ),
-            opts=child,
+        # Release gets a function and a role of its own, which the invoke role's policy does not
+        # cover: the fan-out can start rollouts, never lift a quarantine (README "Quarantine").
+        release_role, release_role_policy = self._role(
+            "release",
+            "Golden AMI release Lambda: lifts a quarantine or hold, invoked by operators",
+            self.release_function_name,
+            regions,
         )
-
-        functions = {
-            region: self._regional(region, refresh_role, refresh_role_policy) for region in regions
-        }
+        functions: dict[str, aws.lambda_.Function] = {}
+        release_functions: dict[str, aws.lambda_.Function] = {}
+        for region in regions:
+            functions[region], release_functions[region] = self._regional(
+                region, (refresh_role, refresh_role_policy), (release_role, release_role_policy)
+            )
 
         invoke_role = aws.iam.Role(
             f"{name}-invoke-role",
@@ -256,14 +254,55 @@ class RefreshWithRollback(pulumi.ComponentResource):
         self.invoke_role_arn = invoke_role.arn
         self.refresh_role_arn = refresh_role.arn
         self.function_arns = pulumi.Output.all(**{region: f.arn for region, f in functions.items()})
+        self.release_function_arns = pulumi.Output.all(
+            **{region: f.arn for region, f in release_functions.items()}
+        )
         self.register_outputs(
             {
                 "invoke_role_arn": self.invoke_role_arn,
                 "refresh_role_arn": self.refresh_role_arn,
                 "function_arns": self.function_arns,
+                "release_function_arns": self.release_function_arns,
                 "alarm_names": self.alarm_names,
             }
         )
+
+    def _role(
+        self, purpose: str, description: str, function_name: str, regions: Sequence[str]
+    ) -> tuple[aws.iam.Role, aws.iam.RolePolicy]:
+        """A function's execution role: the refresh rules' grants, its own log groups."""
+        args, child = self._args, pulumi.ResourceOptions(parent=self)
+        role = aws.iam.Role(
+            f"{self._name}-{purpose}-role",
+            description=description,
+            assume_role_policy=json.dumps(lambda_trust_policy()),
+            opts=child,
+        )
+        policy = aws.iam.RolePolicy(
+            f"{self._name}-{purpose}-policy",
+            role=role.name,
+            policy=pulumi.Output.from_input(args.account_id).apply(
+                lambda account_id: json.dumps(
+                    refresh_policy(
+                        account_id=account_id,
+                        targets=args.targets,
+                        ecs_instance_role_arn=args.ecs_instance_role_arn,
+                        log_group_arns=[
+                            lambda_log_group_arn(region, account_id, function_name)
+                            for region in regions
+                        ],
+                        rollback_alarm_arns=[
+                            cloudwatch_alarm_arn(region, account_id, alarm_name)
+                            for region, clusters in self.alarm_names.items()
+                            for alarm_names in clusters.values()
+                            for alarm_name in alarm_names
+                        ],
+                    )
+                )
+            ),
+            opts=child,
+        )
+        return role, policy
 
     # --- per region -------------------------------------------------------------------------
 
@@ -277,8 +316,12 @@ class RefreshWithRollback(pulumi.ComponentResource):
         return names
 
     def _regional(
-        self, region: str, role: aws.iam.Role, role_policy: aws.iam.RolePolicy
-    ) -> aws.lambda_.Function:
+        self,
+        region: str,
+        refresh_role: tuple[aws.iam.Role, aws.iam.RolePolicy],
+        release_role: tuple[aws.iam.Role, aws.iam.RolePolicy],
+    ) -> tuple[aws.lambda_.Function, aws.lambda_.Function]:
+        """The region's refresh and release functions, rules, alarms and key grant."""
         args, prefix = self._args, f"{self._name}-{region}"
         # An explicit provider reads none of the stack's aws: config: it is given all of it.
         provider = regional_provider(
@@ -304,34 +347,33 @@ class RefreshWithRollback(pulumi.ComponentResource):
             )
         )
 
-        log_group = aws.cloudwatch.LogGroup(
-            f"{prefix}-refresh-logs",
-            name=f"/aws/lambda/{args.function_name}",
-            retention_in_days=args.log_retention_days,
+        environment: dict[str, pulumi.Input[str]] = {
+            "INFRA_ACCOUNT_ID": args.infra_account_id,
+            "IMAGE_PREFIX": args.image_prefix,
+            "TARGETS_JSON": targets_json,
+            "REFRESH_PREFERENCES_JSON": json.dumps(dict(args.refresh_preferences)),
+        }
+        function = self._function(
+            f"{prefix}-refresh",
+            function_name=args.function_name,
+            handler_package="refresh",
+            description="Golden AMI: moves the configured Auto Scaling groups onto the newest AMI",
+            role=refresh_role,
+            environment=environment,
             opts=opts,
         )
-        function = aws.lambda_.Function(
-            f"{prefix}-refresh",
-            name=args.function_name,
-            description="Golden AMI: moves the configured Auto Scaling groups onto the newest AMI",
-            role=role.arn,
-            runtime=LAMBDA_RUNTIME,
-            handler=handler_entrypoint("refresh"),
-            code=handler_archive("refresh"),
-            memory_size=REFRESH_FUNCTION_MEMORY_MB,
-            timeout=REFRESH_FUNCTION_TIMEOUT_SECONDS,
-            environment=aws.lambda_.FunctionEnvironmentArgs(
-                variables={
-                    "INFRA_ACCOUNT_ID": args.infra_account_id,
-                    "IMAGE_PREFIX": args.image_prefix,
-                    "TARGETS_JSON": targets_json,
-                    "REFRESH_PREFERENCES_JSON": json.dumps(dict(args.refresh_preferences)),
-                }
+        # Invoked by people only (no event source, no resource policy): same-account principals
+        # whose own policies allow it.
+        release_function = self._function(
+            f"{prefix}-release",
+            function_name=self.release_function_name,
+            handler_package="release",
+            description=(
+                "Golden AMI: lifts the quarantine or hold of one AMI on one group (operators only)"
             ),
-            # The log group first, or Lambda creates it without retention on the first run.
-            opts=pulumi.ResourceOptions.merge(
-                opts, pulumi.ResourceOptions(depends_on=[log_group, role_policy])
-            ),
+            role=release_role,
+            environment=environment,
+            opts=opts,
         )
 
         self._invoke_on(
@@ -364,7 +406,42 @@ class RefreshWithRollback(pulumi.ComponentResource):
                 operations=list(AUTO_SCALING_KEY_OPERATIONS),
                 opts=opts,
             )
-        return function
+        return function, release_function
+
+    def _function(
+        self,
+        resource_name: str,
+        *,
+        function_name: str,
+        handler_package: str,
+        description: str,
+        role: tuple[aws.iam.Role, aws.iam.RolePolicy],
+        environment: Mapping[str, pulumi.Input[str]],
+        opts: pulumi.ResourceOptions,
+    ) -> aws.lambda_.Function:
+        execution_role, role_policy = role
+        log_group = aws.cloudwatch.LogGroup(
+            f"{resource_name}-logs",
+            name=f"/aws/lambda/{function_name}",
+            retention_in_days=self._args.log_retention_days,
+            opts=opts,
+        )
+        return aws.lambda_.Function(
+            resource_name,
+            name=function_name,
+            description=description,
+            role=execution_role.arn,
+            runtime=LAMBDA_RUNTIME,
+            handler=handler_entrypoint(handler_package),
+            code=handler_archive(handler_package),
+            memory_size=REFRESH_FUNCTION_MEMORY_MB,
+            timeout=REFRESH_FUNCTION_TIMEOUT_SECONDS,
+            environment=aws.lambda_.FunctionEnvironmentArgs(variables=dict(environment)),
+            # The log group first, or Lambda creates it without retention on the first run.
+            opts=pulumi.ResourceOptions.merge(
+                opts, pulumi.ResourceOptions(depends_on=[log_group, role_policy])
+            ),
+        )
 
     def _invoke_on(
         self,

@@ -28,6 +28,7 @@ _HANDLER_ROLES = {
     "fanout": "fan-out Lambda role (infra stack, OrgFanout)",
     "recorder": "rollout recorder Lambda role (infra stack, RolloutStatus)",
     "refresh": "refresh Lambda role (workload stack, RefreshWithRollback)",
+    "release": "release Lambda role (workload stack, RefreshWithRollback; operators invoke it)",
 }
 
 

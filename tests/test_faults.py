@@ -288,7 +288,11 @@ def test_cancelled_refresh_is_held_not_retried_until_released(aws):
     assert fx.group_tags(account.session, "ecs-a")[QUARANTINE_TAG] == ""
     assert len(aws.calls_to("StartInstanceRefresh")) == 1
 
-    [result] = run({"action": "release", "autoScalingGroupName": "ecs-a", "amiId": new})["results"]
+    release = {"action": "release", "autoScalingGroupName": "ecs-a", "amiId": new}
+    # As the release function runs it (handlers/release): the refresh function refuses it.
+    [result] = refresh_app.handle(release, account.environment, account.session, release=True)[
+        "results"
+    ]
 
     assert result["outcome"] == "started" and result["launchTemplateVersion"] == 2
     assert account.versions() == 2

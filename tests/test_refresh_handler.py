@@ -57,6 +57,12 @@ class World:
         self.mark = len(self.emulator.calls)
         return app.handle(event, self.env(**env), self.session)["results"]
 
+    def release(self, group_name: str, ami_id: str) -> list[dict]:
+        """As the release function (handlers/release) runs it: the refresh function refuses it."""
+        self.mark = len(self.emulator.calls)
+        event = {"action": "release", "autoScalingGroupName": group_name, "amiId": ami_id}
+        return app.handle(event, self.env(), self.session, release=True)["results"]
+
     def rollout(self, ami_id: str) -> dict:
         return {
             "schemaVersion": 1,
@@ -371,9 +377,7 @@ def test_release_takes_the_ami_out_of_quarantine_and_converges(world):
     roll_back(world)
     world.run({})  # records the quarantine
 
-    result = only(
-        world.run({"action": "release", "autoScalingGroupName": "ecs-a", "amiId": world.new_ami})
-    )
+    result = only(world.release("ecs-a", world.new_ami))
 
     assert result["released"] == world.new_ami and result["outcome"] == "started"
     assert fx.group_tags(world.session, "ecs-a")["golden-ami:quarantined"] == ""
@@ -382,7 +386,7 @@ def test_release_takes_the_ami_out_of_quarantine_and_converges(world):
 
 def test_release_survives_the_next_run_reading_the_same_rollback_history(world):
     roll_back(world)
-    world.run({"action": "release", "autoScalingGroupName": "ecs-a", "amiId": world.new_ami})
+    world.release("ecs-a", world.new_ami)
     world.emulator.run_until_settled()
     assert only(world.run({}))["outcome"] == "current"
     assert fx.group_tags(world.session, "ecs-a")[rules.QUARANTINE_TAG] == ""
@@ -436,9 +440,7 @@ def test_an_operator_cancel_holds_the_ami_on_the_group_until_release(world):
     tags = fx.group_tags(world.session, "ecs-a")
     assert tags[rules.HELD_TAG] == world.new_ami and tags[rules.QUARANTINE_TAG] == ""
 
-    result = only(
-        world.run({"action": "release", "autoScalingGroupName": "ecs-a", "amiId": world.new_ami})
-    )
+    result = only(world.release("ecs-a", world.new_ami))
 
     assert result["released"] == world.new_ami and result["outcome"] == "started"
     assert fx.group_tags(world.session, "ecs-a")[rules.HELD_TAG] == ""
@@ -597,8 +599,8 @@ def test_catch_up_event_for_an_unknown_group_is_ignored(world):
         ({"schemaVersion": 1, "imageArn": IMAGE_ARN, "amis": {"eu-west-1": "img"}}, "AMI id"),
         ({"action": "release", "autoScalingGroupName": "ecs-a"}, "amiId"),
         (
-            {"action": "release", "autoScalingGroupName": "x", "amiId": "ami-0abcdef12"},
-            "not a target",
+            {"action": "release", "autoScalingGroupName": "ecs-a", "amiId": "ami-0abcdef12"},
+            "release is not accepted by the refresh function",
         ),
         (
             {

@@ -24,6 +24,8 @@ from components.refresh_rollback import (
     RefreshWithRollback,
     RefreshWithRollbackArgs,
 )
+from handlers.refresh import rules
+from sandbox.identity_policy import arn_matches
 from tests.pulumi_harness import FIXTURES, RecordedResource, StackRun, run_program
 
 ACCOUNT = "555566667777"  # the prod example's workload account
@@ -165,6 +167,8 @@ def test_iam_is_created_once_with_the_default_provider() -> None:
         [
             f"{NAME}-refresh-role",
             f"{NAME}-refresh-policy",
+            f"{NAME}-release-role",
+            f"{NAME}-release-policy",
             f"{NAME}-invoke-role",
             f"{NAME}-invoke-policy",
         ]
@@ -424,10 +428,11 @@ def test_one_log_resource_policy_per_region_covers_every_cluster() -> None:
     run = deploy("dev")
     (delivery,) = run.resources_of_type(LOG_POLICY)
     arns = sorted(f"{g.outputs['arn']}:*" for g in run.resources_of_type(LOG_GROUP))
-    arns.remove(
-        f"arn:aws:logs:eu-west-1:{ACCOUNT}:log-group:"
-        "/aws/lambda/LambdaForUpdateLaunchTemplate-And-InstanceRefresh:*"
-    )
+    for function_name in (
+        "LambdaForUpdateLaunchTemplate-And-InstanceRefresh",
+        "golden-ami-release",
+    ):
+        arns.remove(f"arn:aws:logs:eu-west-1:{ACCOUNT}:log-group:/aws/lambda/{function_name}:*")
     assert delivery.json("policyDocument")["Statement"][0]["Resource"] == arns
 
 
@@ -562,9 +567,11 @@ def test_no_target_is_rejected() -> None:
 def test_a_region_without_groups_gets_no_regional_parts() -> None:
     run = run_component(replace(DEV, regions=("eu-west-1", "ap-southeast-2")))
     assert [p["region"] for p in run.resources_of_type(PROVIDER)] == ["eu-west-1"]
-    assert len(run.resources_of_type(FUNCTION)) == 1
-    invoke = run.one(ROLE_POLICY, f"{NAME}-invoke-policy").json("policy")
-    assert all("ap-southeast-2" not in arn for arn in invoke["Statement"][0]["Resource"])
+    functions = run.resources_of_type(FUNCTION)
+    assert sorted(f.name for f in functions) == [
+        f"{NAME}-eu-west-1-refresh",
+        f"{NAME}-eu-west-1-release",
+    ]
 
 
 def test_a_target_outside_the_regions_is_rejected() -> None:
@@ -572,3 +579,83 @@ def test_a_target_outside_the_regions_is_rejected() -> None:
     run = run_component(replace(DEV, targets=(*DEV.targets, stray)), allow_failure=True)
     assert isinstance(run.error, ValueError)
     assert "targets in ['us-west-2'] are outside the stack's regions" in str(run.error)
+
+
+# --- release: its own function and role, out of the fan-out's reach (issue 11 item 13) ---------
+
+
+def test_each_region_has_a_release_function_with_a_role_of_its_own() -> None:
+    run = deploy()
+    release = [f for f in run.resources_of_type(FUNCTION) if f.name.endswith("-release")]
+    assert sorted(f["name"] for f in release) == ["golden-ami-release", "golden-ami-release"]
+    refresh_role = run.one(ROLE, f"{NAME}-refresh-role").outputs["arn"]
+    release_role = run.one(ROLE, f"{NAME}-release-role").outputs["arn"]
+    for region in ("eu-west-1", "us-east-1"):
+        function = run.one(FUNCTION, f"{NAME}-{region}-release")
+        assert function["handler"] == "handlers.release.app.lambda_handler"
+        assert function["role"] == release_role != refresh_role
+        assert environment(function) == environment(refresh_function(run, region))
+        # The zip runs the refresh rules.
+        assert "handlers/refresh/app.py" in function["code"].assets
+    # Nothing but people invokes it: no rule targets it and no resource policy names it.
+    release_arns = {f.outputs["arn"] for f in release}
+    assert not [t for t in run.resources_of_type(TARGET) if t["arn"] in release_arns]
+    assert not [p for p in run.resources_of_type(PERMISSION) if p["function"].endswith("-release")]
+
+
+def test_the_invoke_role_cannot_invoke_the_release_function() -> None:
+    run = deploy()
+    [statement] = statements(run.one(ROLE_POLICY, f"{NAME}-invoke-policy").json("policy"))
+    for function in run.resources_of_type(FUNCTION):
+        covered = arn_matches(statement["Resource"], function.outputs["arn"])
+        assert covered == function.name.endswith("-refresh"), function.name
+
+
+def test_release_role_has_the_refresh_rules_grants_and_its_own_logs() -> None:
+    run = deploy()
+    refresh = run.one(ROLE_POLICY, f"{NAME}-refresh-policy").json("policy")
+    release = run.one(ROLE_POLICY, f"{NAME}-release-policy").json("policy")
+    without_logs = [s for s in statements(refresh) if s["Sid"] != "WriteOwnLogs"]
+    assert [s for s in statements(release) if s["Sid"] != "WriteOwnLogs"] == without_logs
+    assert statement(release, "WriteOwnLogs")["Resource"] == [
+        f"arn:aws:logs:{region}:{ACCOUNT}:log-group:/aws/lambda/golden-ami-release:*"
+        for region in ("eu-west-1", "us-east-1")
+    ]
+
+
+def test_update_auto_scaling_group_may_only_pin_a_numbered_version() -> None:
+    policy = deploy().one(ROLE_POLICY, f"{NAME}-refresh-policy").json("policy")
+    pin = statement(policy, "PinConfiguredGroupsToANumberedVersion")
+    assert pin["Action"] == "autoscaling:UpdateAutoScalingGroup"
+    assert pin["Resource"] == statement(policy, "RefreshConfiguredGroups")["Resource"]
+    assert pin["Condition"] == {
+        "Bool": {"autoscaling:LaunchTemplateVersionSpecified": "true"},
+        "Null": {
+            "autoscaling:LaunchConfigurationName": "true",
+            "autoscaling:MaxSize": "true",
+            "autoscaling:MinSize": "true",
+            "autoscaling:VPCZoneIdentifiers": "true",
+        },
+    }
+    assert not [
+        s
+        for s in statements(policy)
+        if s is not pin and "autoscaling:UpdateAutoScalingGroup" in as_list(s["Action"])
+    ]
+
+
+@pytest.mark.parametrize("mixed", [False, True])
+def test_the_handlers_pin_is_within_the_update_condition(mixed: bool) -> None:
+    """The request the refresh rules send satisfies the condition as Auto Scaling evaluates it."""
+    policy = {"MixedInstancesPolicy": {"InstancesDistribution": {}}} if mixed else None
+    ref = rules.TemplateRef("lt-0a1b2c3d4e5f60718", "$Latest", policy)
+    request = rules.pinned_group_update("prod-ecs-web", ref, 7)
+    spec = (
+        request["MixedInstancesPolicy"]["LaunchTemplate"]["LaunchTemplateSpecification"]
+        if mixed
+        else request["LaunchTemplate"]
+    )
+    # autoscaling:LaunchTemplateVersionSpecified is true for a version number, false for
+    # $Latest/$Default; the size, subnet and launch-configuration keys exist only when sent.
+    assert spec["Version"].isdigit()
+    assert not {"LaunchConfigurationName", "MinSize", "MaxSize", "VPCZoneIdentifier"} & set(request)

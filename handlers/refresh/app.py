@@ -60,9 +60,26 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
     return handle(event, os.environ, boto3.Session())
 
 
-def handle(event: Any, environ: Mapping[str, str], session: boto3.Session) -> dict[str, Any]:
+def handle(
+    event: Any, environ: Mapping[str, str], session: boto3.Session, *, release: bool = False
+) -> dict[str, Any]:
+    """Handle `event`; `release` is True for the release function (handlers/release) only.
+
+    The refresh function refuses `release`: the fan-out's invoke role may invoke it, and must not
+    be able to lift a quarantine. The release function takes nothing else.
+    """
     settings = parse_settings(environ)
     request = parse_event(event)
+    if isinstance(request, Release) and not release:
+        raise InvalidInputError(
+            "release is not accepted by the refresh function: invoke the release function "
+            "(workload stack output releaseFunctionArns) with your own credentials"
+        )
+    if release and not isinstance(request, Release):
+        raise InvalidInputError(
+            'the release function only takes {"action": "release", "autoScalingGroupName": '
+            '..., "amiId": ...}'
+        )
     targets = _targets_for(settings, request)
     if not targets:
         reason = f"{request.group_name} is not a target of this function"  # type: ignore[union-attr]
