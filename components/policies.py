@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
 from handlers.recorder.logic import IN_USE_TAG
+from handlers.refresh.app import METRIC_NAMESPACE as REFRESH_METRIC_NAMESPACE
 from handlers.refresh.rules import HELD_TAG, QUARANTINE_REVIEWED_TAG, QUARANTINE_TAG
 
 Policy = dict[str, Any]
@@ -457,6 +458,14 @@ def refresh_policy(
             # No refresh into a cluster whose rollback alarm is already in ALARM (DESIGN §5.9).
             "Action": "cloudwatch:DescribeAlarms",
             "Resource": sorted(rollback_alarm_arns),
+        },
+        {
+            "Sid": "PublishRefreshOutcomeMetrics",
+            "Effect": "Allow",
+            "Action": "cloudwatch:PutMetricData",
+            # PutMetricData has no resource-level permission: the namespace condition bounds it.
+            "Resource": "*",
+            "Condition": {"StringEquals": {"cloudwatch:namespace": REFRESH_METRIC_NAMESPACE}},
         },
         _write_own_logs(log_group_arns),
     )

@@ -7,6 +7,8 @@ is regional and created in every configured region through an explicit provider:
                        finished refreshes and by the optional converge schedule
     per cluster:    ECS error rule (DESIGN §6) -> log group -> metric filter -> alarm, whose name
                     the Lambda passes in each group's AlarmSpecification
+    per region:     alarms on the Lambda's `failed` and `rejected` group outcomes and on its errors
+                    (the fan-out only sees the 202 of its asynchronous invoke)
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
+from components.alarms import any_occurrence_alarm
 from components.aws_provider import regional_provider
 from components.config import Target, WorkloadConfig
 from components.ecs_errors import METRIC_FILTER_PATTERN, ecs_error_event_pattern
@@ -32,6 +35,7 @@ from components.policies import (
     lambda_trust_policy,
     refresh_policy,
 )
+from handlers.refresh.app import METRIC_NAMESPACE, OUTCOME_METRIC_NAMES
 
 ECS_ERRORS_METRIC_NAMESPACE = "GoldenAmi/EcsErrors"
 REFRESH_FUNCTION_MEMORY_MB = 256
@@ -376,6 +380,7 @@ class RefreshWithRollback(pulumi.ComponentResource):
             opts=opts,
         )
 
+        self._outcome_alarms(prefix, function, opts)
         self._invoke_on(
             f"{prefix}-refresh-finished",
             function,
@@ -441,6 +446,41 @@ class RefreshWithRollback(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions.merge(
                 opts, pulumi.ResourceOptions(depends_on=[log_group, role_policy])
             ),
+        )
+
+    def _outcome_alarms(
+        self, prefix: str, function: aws.lambda_.Function, opts: pulumi.ResourceOptions
+    ) -> None:
+        """A broken account shows in that account: a group the Lambda could not move, and a
+        Lambda run that failed as a whole (bad environment, crash) before any group outcome."""
+        args = self._args
+        for outcome, why in (
+            ("failed", "an AWS call failed or the group is missing"),
+            ("rejected", "the image, the launch template or the group cannot be refreshed"),
+        ):
+            any_occurrence_alarm(
+                f"{prefix}-refresh-{outcome}",
+                alarm_name=f"{args.function_name}-{outcome}-groups",
+                description=(
+                    f"The golden AMI refresh reported a group {outcome}: {why}; the Lambda's "
+                    "log says which and why"
+                ),
+                namespace=METRIC_NAMESPACE,
+                metric_name=OUTCOME_METRIC_NAMES[outcome],
+                statistic="Sum",
+                alarm_topic_arn=args.alarm_topic_arn,
+                opts=opts,
+            )
+        any_occurrence_alarm(
+            f"{prefix}-refresh-errors",
+            alarm_name=f"{args.function_name}-errors",
+            description="The golden AMI refresh Lambda failed as a whole: no group was handled",
+            namespace="AWS/Lambda",
+            metric_name="Errors",
+            dimensions={"FunctionName": function.name},
+            statistic="Sum",
+            alarm_topic_arn=args.alarm_topic_arn,
+            opts=opts,
         )
 
     def _invoke_on(

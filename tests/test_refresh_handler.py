@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import boto3
 import pytest
@@ -553,6 +554,56 @@ def test_one_failing_group_does_not_stop_the_others(world):
     assert outcomes["missing"] == ("failed", "Auto Scaling group missing does not exist")
     assert outcomes["ecs-a"][0] == "failed" and "AccessDenied" in outcomes["ecs-a"][1]
     assert outcomes["ecs-b"][0] == "started"
+
+
+# --- outcome metrics: failed and rejected must be visible in the account ------------------------
+
+
+def published(world: World) -> dict[str, float]:
+    """Sum of each GoldenAmi/Refresh metric in moto's CloudWatch."""
+    cloudwatch = world.session.client("cloudwatch")
+    now = datetime.now(UTC)
+    sums = {}
+    for metric in cloudwatch.list_metrics(Namespace=app.METRIC_NAMESPACE)["Metrics"]:
+        [point] = cloudwatch.get_metric_statistics(
+            Namespace=app.METRIC_NAMESPACE,
+            MetricName=metric["MetricName"],
+            StartTime=now - timedelta(hours=1),
+            EndTime=now + timedelta(hours=1),
+            Period=7200,
+            Statistics=["Sum"],
+        )["Datapoints"]
+        sums[metric["MetricName"]] = point["Sum"]
+    return sums
+
+
+def test_every_run_publishes_the_count_of_each_outcome(world):
+    world.targets.append({**world.targets[0], "autoScalingGroupName": "missing"})
+    older = fx.register_image(1)
+    world.add_group("ecs-newer", fx.launch_template(world.session, [world.new_ami]))
+
+    outcomes = [r["outcome"] for r in world.run(world.rollout(world.new_ami))]
+    outcomes += [r["outcome"] for r in world.run(world.rollout(older))]
+
+    assert outcomes == ["started", "failed", "current", "deferred", "failed", "rejected"]
+    assert published(world) == {
+        "GroupsStarted": 1,
+        "GroupsCurrent": 1,
+        "GroupsDeferred": 1,
+        "GroupsHeld": 0,
+        "GroupsQuarantined": 0,
+        "GroupsRejected": 1,
+        "GroupsFailed": 2,
+    }
+    [first, _] = world.emulator.calls_to("PutMetricData")
+    assert first.params["Namespace"] == "GoldenAmi/Refresh"
+
+
+def test_a_metrics_outage_does_not_fail_the_run(world, caplog):
+    world.emulator.inject_error("PutMetricData", "AccessDenied", "not allowed")
+    assert only(world.run(world.rollout(world.new_ami)))["outcome"] == "started"
+    assert published(world) == {}
+    assert "could not publish refresh metrics" in caplog.text
 
 
 # --- events -----------------------------------------------------------------------------------

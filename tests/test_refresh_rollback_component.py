@@ -25,6 +25,7 @@ from components.refresh_rollback import (
     RefreshWithRollbackArgs,
 )
 from handlers.refresh import rules
+from handlers.refresh.app import METRIC_NAMESPACE, OUTCOME_METRIC_NAMES
 from sandbox.identity_policy import arn_matches
 from tests.pulumi_harness import FIXTURES, RecordedResource, StackRun, run_program
 
@@ -438,9 +439,46 @@ def test_one_log_resource_policy_per_region_covers_every_cluster() -> None:
 
 def test_alarms_notify_the_topic_for_humans_only_when_configured() -> None:
     for alarm in deploy("dev-alarm-topic").resources_of_type(ALARM):
-        assert alarm["alarmActions"] == alarm["okActions"] == [ALARM_TOPIC]
+        assert alarm["alarmActions"] == [ALARM_TOPIC]
+        if alarm.name not in OUTCOME_ALARMS:  # rollback alarms also say when they are OK again
+            assert alarm["okActions"] == [ALARM_TOPIC]
     for alarm in deploy("dev").resources_of_type(ALARM):
         assert not alarm.inputs.get("alarmActions")
+
+
+OUTCOME_ALARMS = {
+    f"{NAME}-eu-west-1-refresh-{suffix}" for suffix in ("failed", "rejected", "errors")
+}
+
+
+@pytest.mark.parametrize("region", ["eu-west-1", "us-east-1"])
+def test_failed_and_rejected_groups_and_lambda_errors_alarm_in_every_region(region: str) -> None:
+    """The fan-out only sees the 202 of its asynchronous invoke: the account must alarm itself."""
+    run = deploy()
+    function = "LambdaForUpdateLaunchTemplate-And-InstanceRefresh"
+    for outcome, metric in (("failed", "GroupsFailed"), ("rejected", "GroupsRejected")):
+        alarm = run.one(ALARM, f"{NAME}-{region}-refresh-{outcome}")
+        assert alarm["name"] == f"{function}-{outcome}-groups"
+        assert (alarm["namespace"], alarm["metricName"]) == (METRIC_NAMESPACE, metric)
+        assert metric == OUTCOME_METRIC_NAMES[outcome]  # the name the handler publishes
+        assert (alarm["statistic"], alarm["threshold"], alarm["evaluationPeriods"]) == ("Sum", 0, 1)
+        assert alarm["comparisonOperator"] == "GreaterThanThreshold"
+        assert alarm["treatMissingData"] == "notBreaching"
+    errors = run.one(ALARM, f"{NAME}-{region}-refresh-errors")
+    assert (errors["namespace"], errors["metricName"]) == ("AWS/Lambda", "Errors")
+    assert errors["dimensions"] == {"FunctionName": function}
+    assert errors.provider == refresh_function(run, region).provider
+
+
+def test_refresh_role_publishes_metrics_only_in_its_namespace() -> None:
+    policy = deploy().one(ROLE_POLICY, f"{NAME}-refresh-policy").json("policy")
+    assert statement(policy, "PublishRefreshOutcomeMetrics") == {
+        "Sid": "PublishRefreshOutcomeMetrics",
+        "Effect": "Allow",
+        "Action": "cloudwatch:PutMetricData",
+        "Resource": "*",
+        "Condition": {"StringEquals": {"cloudwatch:namespace": "GoldenAmi/Refresh"}},
+    }
 
 
 def test_instance_count_alarm_compares_registered_instances_with_desired_capacity() -> None:

@@ -29,7 +29,9 @@ from sandbox.ecs_alarm import (
     judge_alarm,
     metric_value,
 )
-from tests.pulumi_harness import FIXTURES
+from sandbox.lambda_invoke import LambdaRouter
+from sandbox.moto_deploy import deploy
+from tests.pulumi_harness import FIXTURES, run_stack
 
 ACCOUNT, REGION, CLUSTER = "123456789012", "eu-west-1", "web"
 LOG_GROUP = f"/golden-ami/ecs-errors/{CLUSTER}"
@@ -448,3 +450,31 @@ def test_metric_math_alarms_are_rejected_by_name(chain) -> None:
     )
     with pytest.raises(ValueError, match="alarm 'p99'"):
         emulator.evaluate_alarms(T0)
+
+
+# --- the refresh Lambda's outcome alarms, as the workload stack deploys them --------------------
+
+
+def test_a_failed_group_puts_the_deployed_failed_groups_alarm_in_alarm(monkeypatch) -> None:
+    """The fan-out only sees the 202 of its asynchronous invoke: the workload account's own
+    alarm must fire. The dev example's groups do not exist here, so both end `failed`."""
+    run = run_stack("workload-dev")
+    [workload_account] = json.loads(run.config["aws:allowedAccountIds"])
+    monkeypatch.setenv("MOTO_ACCOUNT_ID", workload_account)  # moto's default credentials
+    with mock_aws(), LambdaRouter().installed() as router:
+        session = boto3.Session(region_name=REGION)
+        stack = deploy(
+            run, workload_account, lambda region: boto3.Session(region_name=region), router
+        )
+        function = stack.function_named(run.config["golden-ami:refreshFunctionName"], REGION)
+        session.client("lambda").invoke(
+            FunctionName=function.arn, InvocationType="Event", Payload=b'{"action": "converge"}'
+        )
+        [invocation] = router.drain()
+        assert [r["outcome"] for r in invocation.result["results"]] == ["failed", "failed"]
+
+        transitions = EventBridgeEmulator(session, REGION).evaluate_alarms(datetime.now(UTC))
+
+        states = {t.alarm: t.new_state for t in transitions}
+        assert states[f"{function.name}-failed-groups"] == "ALARM"
+        assert f"{function.name}-rejected-groups" not in states  # stays OK

@@ -6,6 +6,7 @@ then make the few writes they call for. One group's failure is reported for that
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -29,12 +30,17 @@ from handlers.refresh.parse import (
 )
 
 LOGGER = get_logger("golden-ami.refresh")
+OUTCOMES = ("started", "current", "deferred", "held", "quarantined", "rejected", "failed")
+# One CloudWatch metric per outcome, the count of groups per run: the fan-out only sees the 202
+# of its asynchronous invoke, so `failed` and `rejected` must alarm in the workload account.
+METRIC_NAMESPACE = "GoldenAmi/Refresh"
+OUTCOME_METRIC_NAMES = {outcome: f"Groups{outcome.capitalize()}" for outcome in OUTCOMES}
 
 
 @dataclass
 class GroupResult:
     autoScalingGroupName: str  # noqa: N815 - the result's JSON member names
-    outcome: str  # started | current | deferred | held | quarantined | rejected | failed
+    outcome: str  # one of OUTCOMES
     reason: str
     amiId: str | None = None  # noqa: N815
     launchTemplateVersion: int | None = None  # noqa: N815
@@ -91,7 +97,19 @@ def handle(
         result = _handle_group(aws, settings, target, request)
         log(LOGGER, "group handled", region=aws.region, **result.as_dict())
         results.append(result.as_dict())
+    _publish_metrics(aws, [result["outcome"] for result in results])
     return {"results": results}
+
+
+def _publish_metrics(aws: RefreshAws, outcomes: list[str]) -> None:
+    """Every outcome's count, zeros included, so the graphs show runs and not just failures."""
+    counts = {OUTCOME_METRIC_NAMES[outcome]: outcomes.count(outcome) for outcome in OUTCOMES}
+    # The groups were handled: a metrics outage must not fail the run (an async invoke is then
+    # retried, converging every group twice more). The error log line still says so.
+    try:
+        aws.put_metrics(METRIC_NAMESPACE, counts)
+    except (BotoCoreError, ClientError) as error:
+        log(LOGGER, "could not publish refresh metrics", logging.ERROR, error=str(error))
 
 
 def _targets_for(settings: Settings, request: Request) -> tuple[Target, ...]:

@@ -5,7 +5,7 @@ IAM actions it can call (the component's policy must grant exactly these):
   autoscaling:StartInstanceRefresh, autoscaling:UpdateAutoScalingGroup,
   autoscaling:CreateOrUpdateTags, ec2:DescribeImages, ec2:DescribeLaunchTemplateVersions,
   ec2:CreateLaunchTemplateVersion, ecs:DescribeClusters, ecs:DescribeCapacityProviders,
-  cloudwatch:DescribeAlarms
+  cloudwatch:DescribeAlarms, cloudwatch:PutMetricData
 (UpdateAutoScalingGroup/StartInstanceRefresh with a launch template also need ec2:RunInstances
 and iam:PassRole on the template's instance role: DESIGN §7.)
 """
@@ -185,6 +185,15 @@ class RefreshAws:
             for page in pages
             for alarm in page["MetricAlarms"]
         }
+
+    def put_metrics(self, namespace: str, counts: Mapping[str, int]) -> None:
+        self._cloudwatch.put_metric_data(
+            Namespace=namespace,
+            MetricData=[
+                {"MetricName": name, "Value": float(value), "Unit": "Count"}
+                for name, value in counts.items()
+            ],
+        )
 
     # --- ECS ----------------------------------------------------------------------------------
 
