@@ -380,7 +380,7 @@ class RefreshWithRollback(pulumi.ComponentResource):
             opts=opts,
         )
 
-        self._outcome_alarms(prefix, function, opts)
+        self._outcome_alarms(region, function, opts)
         self._invoke_on(
             f"{prefix}-refresh-finished",
             function,
@@ -449,11 +449,12 @@ class RefreshWithRollback(pulumi.ComponentResource):
         )
 
     def _outcome_alarms(
-        self, prefix: str, function: aws.lambda_.Function, opts: pulumi.ResourceOptions
+        self, region: str, function: aws.lambda_.Function, opts: pulumi.ResourceOptions
     ) -> None:
         """A broken account shows in that account: a group the Lambda could not move, and a
         Lambda run that failed as a whole (bad environment, crash) before any group outcome."""
-        args = self._args
+        args, prefix = self._args, f"{self._name}-{region}"
+        topic_arn = args.alarm_topic_arns.get(region, "")
         for outcome, why in (
             ("failed", "an AWS call failed or the group is missing"),
             ("rejected", "the image, the launch template or the group cannot be refreshed"),
@@ -468,7 +469,7 @@ class RefreshWithRollback(pulumi.ComponentResource):
                 namespace=METRIC_NAMESPACE,
                 metric_name=OUTCOME_METRIC_NAMES[outcome],
                 statistic="Sum",
-                alarm_topic_arn=args.alarm_topic_arn,
+                alarm_topic_arn=topic_arn,
                 opts=opts,
             )
         any_occurrence_alarm(
@@ -479,7 +480,7 @@ class RefreshWithRollback(pulumi.ComponentResource):
             metric_name="Errors",
             dimensions={"FunctionName": function.name},
             statistic="Sum",
-            alarm_topic_arn=args.alarm_topic_arn,
+            alarm_topic_arn=topic_arn,
             opts=opts,
         )
 
