@@ -72,6 +72,10 @@ BAD_INPUTS = [
              "amis must be a non-empty object", "no AWS call"),
     BadInput("schemaVersion that is a JSON boolean", REFRESH, "raises InvalidInputError",
              "schemaVersion must be the number 1, got True (bool)", "no AWS call"),
+    BadInput("release sent to the refresh function (the fan-out's invoke role may invoke it)",
+             REFRESH, "raises InvalidInputError",
+             "release is not accepted by the refresh function: invoke the release function",
+             "no AWS call"),
     BadInput("AMI for another region only", REFRESH, "rejected",
              f"the image has no AMI in {fx.REGION}", NO_WRITE),
     BadInput("AMI not owned by the infra account", REFRESH, "rejected",
@@ -357,6 +361,14 @@ def test_refresh_bad_input(row, group, amis, refresh_world):
         (
             "schemaVersion that is a JSON boolean",
             {**rollout({fx.REGION: "ami-0123456789abcdef0"}), "schemaVersion": True},
+        ),
+        (
+            "release sent to the refresh function (the fan-out's invoke role may invoke it)",
+            {
+                "action": "release",
+                "autoScalingGroupName": "ecs-main",
+                "amiId": "ami-0123456789abcdef0",
+            },
         ),
     ],
 )
