@@ -102,9 +102,10 @@ def build_trigger_policy(
     """The build-trigger Lambda: exactly the calls in handlers/build_trigger/aws.py.
 
     `image_arn_pattern` covers the images the pipeline's recipe produces
-    (`arn:aws:imagebuilder:<region>:<account>:image/<recipe name>/*`): starting a build
-    tags the new image with the payload digest (tag-on-create needs imagebuilder:TagResource),
-    and only those images' AMIs may get the digest tag.
+    (`arn:aws:imagebuilder:<region>:<account>:image/<recipe name>/*`): the trigger tags a new
+    image with the payload digest, and only those images' AMIs may get the digest tag.
+    `imagebuilder:GetImagePipeline` is a dependent action of StartImagePipelineExecution in the
+    Service Authorization Reference: the caller must also be allowed to read the pipeline.
     """
     return _document(
         _list_prefix_statement(["s3:ListBucketVersions"], bucket_arn, payload_prefix),
@@ -114,6 +115,7 @@ def build_trigger_policy(
             "Action": [
                 "imagebuilder:ListImagePipelineImages",
                 "imagebuilder:StartImagePipelineExecution",
+                "imagebuilder:GetImagePipeline",
             ],
             "Resource": pipeline_arn,
         },

@@ -52,6 +52,7 @@ from sandbox.model_validation import ValidationError, validate_request
 SERVICE_MODEL = botocore.session.get_session().get_service_model("imagebuilder")
 BUILD_STEPS = ("PENDING", "BUILDING", "TESTING", "DISTRIBUTING", "AVAILABLE")
 DEFAULT_PAGE_SIZE = 25
+MAX_TAGS = 50
 _PARAMS_KEY = "sandbox_image_builder_params"
 _INSTALLED: list[ImageBuilderEmulator] = []
 _FILTER_ATTRIBUTES = {"name": "image_name", "version": "recipe_version"}
@@ -432,6 +433,21 @@ class ImageBuilderEmulator:
             )
         return {"image": _api_image(image)}
 
+    def _tag_resource(self, params: dict, region: str) -> dict:
+        """Tags an image (the only resource the emulation holds); 50 tags at most."""
+        image = self._images.get(params["resourceArn"])
+        if image is None or image.pipeline.region != region:
+            raise ImageBuilderError(
+                "ResourceNotFoundException", f"resource {params['resourceArn']} not found"
+            )
+        tags = image.tags | params["tags"]
+        if len(tags) > MAX_TAGS:
+            raise ImageBuilderError(
+                "InvalidParameterException", f"a resource has at most {MAX_TAGS} tags"
+            )
+        image.tags = tags
+        return {}
+
     def _pipeline(self, arn: str, region: str) -> EmulatedPipeline:
         pipeline = self._pipelines.get(arn)
         if pipeline is None or pipeline.region != region:
@@ -445,6 +461,7 @@ class ImageBuilderEmulator:
             "StartImagePipelineExecution": self._start_image_pipeline_execution,
             "ListImagePipelineImages": self._list_image_pipeline_images,
             "GetImage": self._get_image,
+            "TagResource": self._tag_resource,
         }.get(operation_name)
         if operation is None:
             raise NotImplementedError(f"Image Builder emulation has no {operation_name}")

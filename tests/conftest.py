@@ -59,11 +59,13 @@ from tests.iam_recorder import ApiCallRecorder  # noqa: E402
 API_CALLS = ApiCallRecorder()
 API_CALLS.install()
 LEAST_PRIVILEGE_MODULE = "tests/test_least_privilege.py"
+# Modules that read the whole session's recording, so they run after every other test.
+RUNS_LAST = (LEAST_PRIVILEGE_MODULE, "tests/test_sdk_floor.py")
 _SELECTION: dict[str, set[str]] = {"selected": set(), "deselected": set()}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    items.sort(key=lambda item: item.nodeid.startswith(LEAST_PRIVILEGE_MODULE))  # stable sort
+    items.sort(key=lambda item: item.nodeid.startswith(RUNS_LAST))  # stable sort
 
 
 def pytest_deselected(items: list[pytest.Item]) -> None:

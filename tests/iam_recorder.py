@@ -32,6 +32,7 @@ from typing import Any
 import botocore.handlers
 
 from tests.pulumi_harness import RecordedResource, StackRun
+from tests.sdk_floor import used_member_paths
 
 HANDLER_PACKAGES = ("build_trigger", "fanout", "recorder", "refresh")
 EXECUTION_ROLE = "execution role"
@@ -71,6 +72,8 @@ class RecordedCall:
 class ApiCallRecorder:
     def __init__(self) -> None:
         self.calls: Counter[RecordedCall] = Counter()
+        # "<service>.<Operation>" -> request member paths the handlers used (tests/sdk_floor.py)
+        self.request_members: dict[str, set[str]] = {}
         self._lock = threading.Lock()
         # handler -> access key id -> ARN of the role the handler assumed to get that key
         self._assumed_keys: dict[str, dict[str, str]] = {}
@@ -95,6 +98,7 @@ class ApiCallRecorder:
                 if handler is None:
                     return super()._make_api_call(operation_name, api_params)
                 recorder.record(handler, self, operation_name)
+                recorder.record_members(self, operation_name, api_params)
                 response = super()._make_api_call(operation_name, api_params)
                 if operation_name == "AssumeRole":
                     recorder.remember_assumed(handler, api_params["RoleArn"], response)
@@ -109,6 +113,14 @@ class ApiCallRecorder:
             role_arn = self._assumed_keys.get(handler, {}).get(access_key)
             role = role_arn.rpartition("/")[2] if role_arn else EXECUTION_ROLE
             self.calls[RecordedCall(handler, role, action, operation)] += 1
+
+    def record_members(self, client: Any, operation: str, api_params: dict[str, Any]) -> None:
+        service_model = client.meta.service_model
+        input_shape = service_model.operation_model(operation).input_shape
+        paths = used_member_paths(input_shape, api_params)
+        with self._lock:
+            key = f"{service_model.service_name}.{operation}"
+            self.request_members.setdefault(key, set()).update(paths)
 
     def remember_assumed(self, handler: str, role_arn: str, response: dict[str, Any]) -> None:
         with self._lock:

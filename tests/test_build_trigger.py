@@ -242,6 +242,15 @@ def started_builds(image_builder) -> list[dict]:
     return [params for op, params in image_builder.requests if op == "StartImagePipelineExecution"]
 
 
+def digests_of_started_builds(image_builder) -> list[str]:
+    """The digest each started build's image was tagged with, in start order."""
+    return [
+        params["tags"][logic.PAYLOAD_DIGEST_TAG]
+        for op, params in image_builder.requests
+        if op == "TagResource"
+    ]
+
+
 def current_digest(s3) -> str:
     versions = s3.list_object_versions(Bucket=BUCKET, Prefix=PREFIX)["Versions"]
     return logic.payload_digest(
@@ -262,8 +271,10 @@ def test_burst_of_five_uploads_in_one_batch_starts_one_build(world):
     assert summary["decision"]["action"] == "start-build"
     assert summary["decision"]["payloadCount"] == 5
     (started,) = started_builds(image_builder)
-    assert started["tags"] == {logic.PAYLOAD_DIGEST_TAG: current_digest(s3)}
+    assert started.keys() == {"imagePipelineArn", "clientToken"}  # no `tags`: see sdk_floor
     assert started["clientToken"] == logic.client_token(PIPELINE_ARN, current_digest(s3))
+    image = image_builder.image(summary["decision"]["imageArn"])
+    assert image.tags == {logic.PAYLOAD_DIGEST_TAG: current_digest(s3)}
     assert summary["decision"]["imageArn"].endswith("/golden-ami/1.0.0/1")
 
 
@@ -306,9 +317,8 @@ def test_upload_during_a_build_is_built_after_the_finish_notification(world):
 
     assert after["decision"]["action"] == "start-build"
     assert after["decision"]["payloadCount"] == 3
-    first, second = started_builds(image_builder)
-    assert second["tags"][logic.PAYLOAD_DIGEST_TAG] == current_digest(s3)
-    assert second["tags"] != first["tags"]
+    first, second = digests_of_started_builds(image_builder)
+    assert second == current_digest(s3) != first
 
 
 def test_failed_build_of_unchanged_payloads_is_not_retried(world):
@@ -342,7 +352,7 @@ def test_deleted_payload_changes_the_digest_and_builds_again(world):
 
     assert summary["decision"]["action"] == "start-build"
     assert summary["decision"]["payloadCount"] == 4
-    assert started_builds(image_builder)[1]["tags"][logic.PAYLOAD_DIGEST_TAG] == current_digest(s3)
+    assert digests_of_started_builds(image_builder)[1] == current_digest(s3)
 
 
 def test_irrelevant_batch_makes_no_aws_call(world):
@@ -418,7 +428,7 @@ def test_upload_during_a_scheduled_build_is_built_when_it_finishes(world):
     assert during["decision"]["action"] == "skip"
     assert during["decision"]["reason"].startswith("build in flight")
     assert after["decision"]["action"] == "start-build"
-    assert started_builds(image_builder)[1]["tags"][logic.PAYLOAD_DIGEST_TAG] == current_digest(s3)
+    assert digests_of_started_builds(image_builder)[1] == current_digest(s3)
 
 
 def cancelled_event_records(image_builder) -> list[dict]:
@@ -446,7 +456,7 @@ def test_upload_during_a_cancelled_build_is_built_after_the_cancellation(world):
     after = app.lambda_handler(batch(record), None)
     assert after["decision"]["action"] == "start-build"
     assert after["decision"]["payloadCount"] == 6
-    assert started_builds(image_builder)[1]["tags"][logic.PAYLOAD_DIGEST_TAG] == current_digest(s3)
+    assert digests_of_started_builds(image_builder)[1] == current_digest(s3)
 
 
 def test_cancelled_build_of_unchanged_payloads_is_not_restarted(world):
@@ -524,6 +534,27 @@ def test_throttled_start_surfaces_and_the_redelivered_batch_starts_one_build(wor
 
     assert app.lambda_handler(batch(*records), None)["decision"]["action"] == "start-build"
     assert app.lambda_handler(batch(*records), None)["decision"]["action"] == "skip"
+    assert len(started_builds(image_builder)) == 1
+
+
+def test_tagging_failure_after_the_start_surfaces_and_the_build_runs_on(world):
+    s3, image_builder = world
+    records = upload(s3, *FIVE)
+    session = boto3.Session(region_name=REGION)
+
+    def unavailable(**_):
+        error = {"Code": "ServiceException", "Message": "internal error"}
+        return AWSResponse("https://imagebuilder", 500, {}, None), {"Error": error}
+
+    session.events.register_first("before-call.imagebuilder.TagResource", unavailable)
+    with pytest.raises(botocore.exceptions.ClientError, match="ServiceException"):
+        app.handle_batch(batch(*records), SETTINGS, BuildTriggerAws(session, REGION))
+
+    # The build was started untagged; the redelivered batch sees it in flight.
+    image_arn = f"arn:aws:imagebuilder:{REGION}:{ACCOUNT}:image/golden-ami/1.0.0/1"
+    assert image_builder.image(image_arn).tags == {}
+    redelivered = app.lambda_handler(batch(*records), None)
+    assert redelivered["decision"]["reason"].startswith("build in flight")
     assert len(started_builds(image_builder)) == 1
 
 

@@ -320,6 +320,16 @@ def test_scheduled_build_carries_no_request_tags(client, image_builder):
     assert message["tags"] == {"resourceArn": scheduled}
 
 
+def test_tag_resource_tags_images_and_refuses_unknown_ones(client, image_builder):
+    image_arn = start(client, "token-1", tags={"a": "1"})
+    client.tag_resource(resourceArn=image_arn, tags={"b": "2"})
+    assert image_builder.image(image_arn).tags == {"a": "1", "b": "2"}
+    with pytest.raises(client.exceptions.ResourceNotFoundException):
+        client.tag_resource(resourceArn=image_arn.replace("/1", "/9"), tags={"b": "2"})
+    with pytest.raises(client.exceptions.InvalidParameterException):
+        client.tag_resource(resourceArn=image_arn, tags={f"k{n}": "v" for n in range(49)})
+
+
 # --- SNS message shape ---------------------------------------------------------------------
 
 

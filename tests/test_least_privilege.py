@@ -49,9 +49,9 @@ WORKLOAD_STACK = "workload-prod"  # two regions: the multi-region grants
 
 # Granted but never called by handler code, and why that is still needed. (role, action) -> reason
 GRANTED_NOT_CALLED = {
-    ("build_trigger", "imagebuilder:TagResource"): (
-        "authorises the digest tag StartImagePipelineExecution puts on the new image "
-        "(tag-on-create); not called on its own"
+    ("build_trigger", "imagebuilder:GetImagePipeline"): (
+        "dependent action of imagebuilder:StartImagePipelineExecution (Service Authorization "
+        "Reference): starting a build also needs permission to read the pipeline"
     ),
     **{
         ("build_trigger", action): "called by the Lambda SQS event source mapping, as this role"
