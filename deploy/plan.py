@@ -327,12 +327,19 @@ def config_problems(plan: DeploymentPlan) -> list[str]:
     propagated keys it leaves to the driver; a propagated key it sets by hand must equal that
     value, so a stale copy shows up here rather than being silently overwritten at deploy time.
     """
-    # Imported on use: it brings pydantic and the Pulumi SDK, which only this check needs.
+    # Imported on use: they bring pydantic and the Pulumi SDK, which only this check needs.
+    from components.aws_provider import provider_settings
     from components.config import ConfigError, parse_config
+
+    def checked(values: dict[str, str]) -> Any:
+        """The program's two checks on start: its own keys, then the aws: provider settings."""
+        config = parse_config(values)
+        provider_settings(values)
+        return config
 
     infra = plan.infra
     try:
-        infra_config = parse_config(_as_pulumi_strings(infra.config))
+        infra_config = checked(_as_pulumi_strings(infra.config))
     except ConfigError as error:
         return [
             *(f"{infra.file_name}: {problem}" for problem in error.problems),
@@ -355,7 +362,7 @@ def config_problems(plan: DeploymentPlan) -> list[str]:
                 )
         stand_ins = {workload.key(name): value for name, value in exported.items()}
         try:
-            parse_config({**stand_ins, **_as_pulumi_strings(workload.config)})
+            checked({**stand_ins, **_as_pulumi_strings(workload.config)})
         except ConfigError as error:
             problems.extend(f"{workload.file_name}: {problem}" for problem in error.problems)
     return problems

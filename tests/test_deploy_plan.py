@@ -309,6 +309,18 @@ def test_an_infra_stack_pinned_to_another_account_than_its_infra_account_id_is_r
             ),
             "Pulumi.workload-dev.yaml: golden-ami:regions must be a list of region names",
         ),
+        (
+            # The provider no longer reads it: the program refuses it, so does the plan.
+            yaml.safe_dump(
+                {
+                    "config": {
+                        **workload(DEV_ACCOUNT),
+                        "aws:assumeRole": {"roleArn": f"arn:aws:iam::{DEV_ACCOUNT}:role/deploy"},
+                    }
+                }
+            ),
+            "Pulumi.workload-dev.yaml: aws:assumeRole = ",
+        ),
     ],
 )
 def test_a_bad_stack_file_is_a_configuration_error_naming_file_and_key(
