@@ -188,6 +188,14 @@ def test_irrelevant_or_malformed_records_are_ignored_with_a_reason(body, reason)
     assert isinstance(classified, logic.Ignored) and reason in classified.reason
 
 
+def test_documented_image_state_change_event_is_an_image_change():
+    event = json.loads((FIXTURES / "imagebuilder_eventbridge_image_state_change.json").read_text())
+    event["detail"]["state"]["status"] = "CANCELLED"  # what the cancelled-build rule routes
+    assert logic.classify_record(json.dumps(event), SETTINGS) == logic.ImageStateChanged(
+        image_arn=event["resources"][0], status="CANCELLED"
+    )
+
+
 def test_documented_image_notification_of_another_pipeline_is_ignored():
     message = json.loads((FIXTURES / "imagebuilder_sns_image_available.json").read_text())
     body = notification(message)["body"]

@@ -283,9 +283,14 @@ def test_cancelled_build_notifies_no_one_and_emits_its_state_change_event(client
     image = client.get_image(imageBuildVersionArn=image_arn)["image"]
     assert image["state"]["status"] == "CANCELLED" and image["outputResources"] == {"amis": []}
     *_, event = image_builder.state_change_events
+    documented = json.loads(
+        (FIXTURES / "imagebuilder_eventbridge_image_state_change.json").read_text()
+    )
+    assert event.keys() == documented.keys()
+    assert event["detail"].keys() == documented["detail"].keys()
     assert (event["source"], event["detail-type"]) == (
-        "aws.imagebuilder",
-        "EC2 Image Builder Image State Change",
+        documented["source"],
+        documented["detail-type"],
     )
     assert event["resources"] == [image_arn]
     assert event["detail"]["previous-state"] == {"status": "BUILDING"}

@@ -251,19 +251,16 @@ def test_upload_rule_and_image_topic_both_feed_the_trigger_queue(infra: StackRun
 
 
 def test_cancelled_builds_reach_the_trigger_queue_through_their_state_change_event(
-    infra: StackRun,
+    infra: StackRun, aws_event: Callable[[str], dict]
 ) -> None:
     # Image Builder's SNS notification covers AVAILABLE and FAILED only (DESIGN §11).
     pattern = infra.one(RULE, "build-cancelled").json("eventPattern")
     assert pattern == CANCELLED_BUILD_PATTERN
-    event = {
-        "source": "aws.imagebuilder",
-        "detail-type": "EC2 Image Builder Image State Change",
-        "detail": {"previous-state": {"status": "BUILDING"}, "state": {"status": "CANCELLED"}},
-    }
-    assert matches(pattern, event)
-    for status in ("AVAILABLE", "FAILED", "BUILDING"):
-        assert not matches(pattern, event | {"detail": {"state": {"status": status}}})
+    documented = aws_event("imagebuilder_eventbridge_image_state_change")  # TESTING → AVAILABLE
+    assert not matches(pattern, documented)
+    for status, expected in (("CANCELLED", True), ("FAILED", False), ("BUILDING", False)):
+        documented["detail"]["state"]["status"] = status
+        assert matches(pattern, documented) is expected
 
 
 def test_queue_accepts_only_those_rules_and_that_topic(infra: StackRun) -> None:
