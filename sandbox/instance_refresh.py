@@ -41,7 +41,9 @@ RefreshPreferences, RollbackInstanceRefresh):
 
 Simplifications: time only moves through `step()` / `advance()` / `run_until_settled()`;
 launched instances are healthy; "matching" compares the image id; warm pools and the
-ReplaceRootVolume strategy are not emulated (a request for them is answered ValidationError).
+ReplaceRootVolume strategy are not emulated (a request for them is answered ValidationError);
+MixedInstancesPolicy overrides with their own launch template or ImageId are honoured, taken in
+turn by the new instances (AWS picks by capacity and price).
 """
 
 from __future__ import annotations
@@ -189,6 +191,7 @@ class InstanceRefreshEmulator:
         # (account, region, template id, version number) deleted by DeleteLaunchTemplateVersions
         self._deleted_versions: set[tuple[str, str, str, int]] = set()
         self._random = random.Random(0)
+        self._launches: dict[str, int] = {}  # group ARN -> instances launched, for the overrides
         self._handlers = [
             ("before-parameter-build", self._stash_params),
             ("before-call", self._before_call),
@@ -526,8 +529,7 @@ class InstanceRefreshEmulator:
                 len(refresh.to_replace),
             )
             old, refresh.to_replace = refresh.to_replace[:count], refresh.to_replace[count:]
-            image_id = _desired_version(group, refresh.desired).image_id
-            refresh.batch = self._replace(group, old, image_id)
+            refresh.batch = self._replace(group, old, refresh.desired)
             refresh.deployed.extend(refresh.batch)
             warmup = refresh.preferences.get("InstanceWarmup", DEFAULT_WARMUP)
             refresh.batch_ready_at = self.now + timedelta(seconds=warmup)
@@ -597,8 +599,7 @@ class InstanceRefreshEmulator:
         )
         undo = refresh.rollback_to_replace[:count]
         refresh.rollback_to_replace = refresh.rollback_to_replace[count:]
-        image_id = _desired_version(group, refresh.saved_configuration).image_id
-        refresh.batch = self._replace(group, undo, image_id)
+        refresh.batch = self._replace(group, undo, refresh.saved_configuration)
         warmup = refresh.preferences.get("InstanceWarmup", DEFAULT_WARMUP)
         refresh.batch_ready_at = self.now + timedelta(seconds=warmup)
 
@@ -624,8 +625,10 @@ class InstanceRefreshEmulator:
             None,
         )
 
-    def _replace(self, group: Any, instance_ids: list[str], image_id: str) -> list[str]:
-        """Terminate `instance_ids` and launch as many instances of `image_id` in moto."""
+    def _replace(
+        self, group: Any, instance_ids: list[str], configuration: Mapping[str, Any]
+    ) -> list[str]:
+        """Terminate `instance_ids` and launch as many instances of `configuration` in moto."""
         from moto.autoscaling.models import InstanceState
 
         backend = group.autoscaling_backend.ec2_backend
@@ -635,25 +638,29 @@ class InstanceRefreshEmulator:
         if not instance_ids:
             return []
         subnet_id = group.vpc_zone_identifier.split(",")[0] if group.vpc_zone_identifier else None
-        reservation = backend.run_instances(
-            image_id,
-            len(instance_ids),
-            group.user_data,
-            group.security_groups,
-            instance_type=group.instance_type or "t3.micro",
-            tags={"instance": {"aws:autoscaling:groupName": group.name}},
-            placement=self._random.choice(group.availability_zones),
-            launch_template={"LaunchTemplateId": group.ec2_launch_template.id},
-            is_instance_type_default=False,
-            subnet_id=subnet_id,
-        )
         launched = []
-        for instance in reservation.instances:
-            instance.autoscaling_group = group
-            group.instance_states.append(
-                InstanceState(instance, protected_from_scale_in=False, autoscaling_group=group)
+        first_slot = self._launches.get(group.arn, 0)
+        self._launches[group.arn] = first_slot + len(instance_ids)
+        images = _launch_images(group, configuration, first_slot, len(instance_ids))
+        for image_id in dict.fromkeys(images):
+            reservation = backend.run_instances(
+                image_id,
+                images.count(image_id),
+                group.user_data,
+                group.security_groups,
+                instance_type=group.instance_type or "t3.micro",
+                tags={"instance": {"aws:autoscaling:groupName": group.name}},
+                placement=self._random.choice(group.availability_zones),
+                launch_template={"LaunchTemplateId": group.ec2_launch_template.id},
+                is_instance_type_default=False,
+                subnet_id=subnet_id,
             )
-            launched.append(instance.id)
+            for instance in reservation.instances:
+                instance.autoscaling_group = group
+                group.instance_states.append(
+                    InstanceState(instance, protected_from_scale_in=False, autoscaling_group=group)
+                )
+                launched.append(instance.id)
         return launched
 
     def _emit(self, refresh: _Refresh, detail_type: str, **detail: str) -> None:
@@ -743,6 +750,34 @@ def _desired_version(group: Any, configuration: Mapping[str, Any]) -> Any:
         return template.get_version(spec.get("Version") or "$Default")
     except EC2ClientError as error:
         raise _ApiError("ValidationError", f"launch template {dict(spec)}: {error}") from None
+
+
+def _launch_images(
+    group: Any, configuration: Mapping[str, Any], first_slot: int, count: int
+) -> list[str]:
+    """The image each of `count` new instances runs (`first_slot`: launches so far).
+
+    A MixedInstancesPolicy override with its own LaunchTemplateSpecification launches from that
+    template, one with an ImageId from that image (Auto Scaling User Guide, "Specify a different
+    launch template for an instance type"); the others from the group's template. Which override
+    an instance gets depends on capacity and prices in AWS; here the instances take the
+    overrides in turn, so a mixed group always gets some instances of every override.
+    """
+    main = _desired_version(group, configuration).image_id
+    policy = configuration.get("MixedInstancesPolicy") or {}
+    overrides = policy.get("LaunchTemplate", {}).get("Overrides") or []
+    if not any(o.get("LaunchTemplateSpecification") or o.get("ImageId") for o in overrides):
+        return [main] * count
+    images = []
+    for slot in range(first_slot, first_slot + count):
+        override = overrides[slot % len(overrides)]
+        if override.get("ImageId"):
+            images.append(override["ImageId"])
+        elif spec := override.get("LaunchTemplateSpecification"):
+            images.append(_desired_version(group, {"LaunchTemplate": spec}).image_id)
+        else:
+            images.append(main)
+    return images
 
 
 def _check_preferences(preferences: Mapping[str, Any]) -> None:

@@ -87,6 +87,7 @@ def auto_scaling_group(
     *,
     capacity: int = 4,
     mixed: bool = False,
+    extra_overrides: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """A group on `template_id`/`version`, directly or through a MixedInstancesPolicy."""
     spec = {"LaunchTemplateId": template_id, "Version": version}
@@ -101,7 +102,11 @@ def auto_scaling_group(
         placement["MixedInstancesPolicy"] = {
             "LaunchTemplate": {
                 "LaunchTemplateSpecification": spec,
-                "Overrides": [{"InstanceType": "m7i.large"}, {"InstanceType": "m6i.large"}],
+                "Overrides": [
+                    {"InstanceType": "m7i.large"},
+                    {"InstanceType": "m6i.large"},
+                    *(extra_overrides or []),
+                ],
             },
             "InstancesDistribution": {
                 "OnDemandBaseCapacity": 1,

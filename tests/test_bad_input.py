@@ -93,6 +93,8 @@ BAD_INPUTS = [
     BadInput("quarantined AMI", REFRESH, "quarantined", "was rolled back on this group", NO_WRITE),
     BadInput("AMI held after an operator cancelled its refresh", REFRESH, "held",
              "an operator cancelled the refresh", NO_WRITE),
+    BadInput("mixed instances override with its own launch template", REFRESH, "rejected",
+             "carry their own launch template or ImageId", NO_WRITE),
 ]  # fmt: skip
 ROWS = {row.name: row for row in BAD_INPUTS}
 # Keys tests/test_config.py has no bad value for: (stack, overrides, key, what is allowed).
@@ -300,6 +302,12 @@ def refresh_world() -> Iterator[RefreshWorld]:
         group("ecs-busy", amis["current"])
         group("ecs-quarantined", amis["current"])
         group("ecs-held", amis["current"])
+        own_template = group("ecs-override", amis["current"], create=False)
+        fx.auto_scaling_group(session, "ecs-override", own_template, "1", capacity=2, mixed=True,
+                              extra_overrides=[{"InstanceType": "m7g.large",
+                                                "LaunchTemplateSpecification": {
+                                                    "LaunchTemplateId": own_template,
+                                                    "Version": "1"}}])  # fmt: skip
         autoscaling = session.client("autoscaling")
         autoscaling.start_instance_refresh(AutoScalingGroupName="ecs-busy")
         autoscaling.create_or_update_tags(
@@ -340,6 +348,7 @@ def refresh_world() -> Iterator[RefreshWorld]:
         ("refresh already running", "ecs-busy", "new"),
         ("quarantined AMI", "ecs-quarantined", "new"),
         ("AMI held after an operator cancelled its refresh", "ecs-held", "new"),
+        ("mixed instances override with its own launch template", "ecs-override", "new"),
     ],
 )
 def test_refresh_bad_input(row, group, amis, refresh_world):

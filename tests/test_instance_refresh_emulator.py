@@ -311,3 +311,30 @@ def test_deleted_version_is_not_found_by_number_and_missing_from_listings(setup)
     assert sorted(v["VersionNumber"] for v in listed["LaunchTemplateVersions"]) == [1, 3]
     with pytest.raises(setup.autoscaling.exceptions.ClientError, match="does not exist"):
         setup.start("2")
+
+
+def test_mixed_override_with_its_own_template_keeps_launching_that_templates_image(setup):
+    """Auto Scaling launches an override's instances from the override's own launch template,
+    whatever the DesiredConfiguration says of the group's template."""
+    arm_template = fx.launch_template(setup.session, [setup.old_ami])
+    override = {
+        "InstanceType": "m7g.large",
+        "LaunchTemplateSpecification": {"LaunchTemplateId": arm_template, "Version": "1"},
+    }
+    group = fx.auto_scaling_group(
+        setup.session, "mixed", setup.template_id, "1", mixed=True, extra_overrides=[override]
+    )
+    policy = group["MixedInstancesPolicy"]
+    policy["LaunchTemplate"]["LaunchTemplateSpecification"] = {
+        "LaunchTemplateId": setup.template_id,
+        "Version": "2",
+    }
+    setup.autoscaling.start_instance_refresh(
+        AutoScalingGroupName="mixed",
+        DesiredConfiguration={"MixedInstancesPolicy": policy},
+        Preferences={"MinHealthyPercentage": 50},
+    )
+    setup.emulator.run_until_settled()
+
+    # Every instance was replaced; those that took the m7g.large override run its template's AMI.
+    assert set(fx.instance_images(setup.session, "mixed")) == {setup.old_ami, setup.new_ami}

@@ -703,3 +703,24 @@ def test_bad_environment_is_named(bare, override, message):
     with pytest.raises(InvalidInputError, match=message):
         app.handle({}, {**STATIC_ENV, **override}, session)
     assert emulator.calls == []
+
+
+# --- rule 10: MixedInstancesPolicy overrides with their own template or image --------------------
+
+
+@pytest.mark.parametrize("carries", ["LaunchTemplateSpecification", "ImageId"])
+def test_mixed_overrides_with_their_own_template_or_image_are_rejected(world, carries):
+    own = fx.launch_template(world.session, [world.current_ami])  # e.g. an arm64 build
+    override = {"InstanceType": "m7g.large"}
+    if carries == "ImageId":
+        override["ImageId"] = world.current_ami
+    else:
+        override["LaunchTemplateSpecification"] = {"LaunchTemplateId": own, "Version": "1"}
+    world.add_group("ecs-mixed", world.template_id, mixed=True, extra_overrides=[override])
+    world.targets = world.targets[1:]
+
+    result = only(world.run(world.rollout(world.new_ami)))
+
+    assert result["outcome"] == "rejected", result
+    assert "overrides for m7g.large carry their own launch template or ImageId" in result["reason"]
+    assert world.writes() == []

@@ -341,3 +341,26 @@ def test_only_an_alarm_in_alarm_state_blocks_the_start():
     assert rules.failing_alarms_reason({"a": "OK", "b": "INSUFFICIENT_DATA"}) is None
     reason = rules.failing_alarms_reason({"a": "OK", "c": "ALARM", "b": "ALARM"})
     assert reason is not None and reason.startswith("rollback alarm b, c is already in ALARM")
+
+
+# --- rule 10: mixed overrides -------------------------------------------------------------------
+
+
+def test_only_overrides_with_their_own_template_or_image_are_refused():
+    def ref(*overrides: dict) -> rules.TemplateRef:
+        policy = {"LaunchTemplate": {"Overrides": list(overrides)}}
+        return rules.TemplateRef("lt-1", "3", policy)
+
+    assert rules.mixed_overrides_reason(rules.TemplateRef("lt-1", "3")) is None
+    assert rules.mixed_overrides_reason(ref()) is None
+    plain = {"InstanceType": "m7i.large", "WeightedCapacity": "2"}
+    assert rules.mixed_overrides_reason(ref(plain, {"InstanceRequirements": {}})) is None
+    reason = rules.mixed_overrides_reason(
+        ref(
+            plain,
+            {"InstanceType": "m7g.large", "LaunchTemplateSpecification": {"LaunchTemplateId": "x"}},
+            {"InstanceRequirements": {}, "ImageId": "ami-1"},
+        )
+    )
+    assert reason is not None
+    assert reason.startswith("the MixedInstancesPolicy overrides for m7g.large, override 2 carry")

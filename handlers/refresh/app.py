@@ -146,6 +146,8 @@ def _converge(
     if group is None:
         raise _DecidedError("failed", f"Auto Scaling group {group_name} does not exist")
     ref = _template_ref(group, target)
+    if reason := rules.mixed_overrides_reason(ref):
+        raise _DecidedError("rejected", reason)
     current = aws.launch_template_version(ref.template_id, ref.version)
     current_number = current["VersionNumber"]
     current_data = current["LaunchTemplateData"]

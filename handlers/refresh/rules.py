@@ -4,6 +4,7 @@
   1. trust only the infra account's AMIs, never move backwards:
      untrusted_image_reason, older_than_current_reason, newest_trusted_image
   2. rollback needs a numbered version: ssm_alias_reason, needs_numbered_pin, pinned_group_update
+     (and, rule 10, mixed overrides with their own template or image: mixed_overrides_reason)
   3. new version only in DesiredConfiguration: desired_configuration
   4. new version = current + ImageId, reused on re-run:
      new_version_data, reusable_version, version_description
@@ -138,6 +139,32 @@ def pinned_group_update(group_name: str, ref: TemplateRef, version_number: int) 
         "AutoScalingGroupName": group_name,
         "MixedInstancesPolicy": _with_specification(ref.mixed_instances_policy, spec),
     }
+
+
+def mixed_overrides_reason(ref: TemplateRef) -> str | None:
+    """Overrides that launch from their own launch template or image (DESIGN §5.10).
+
+    Instances of such an override keep their template's (or the override's) AMI whatever the
+    DesiredConfiguration says of the group's template, so the group could never be `current` on
+    the new AMI; and the refresh role may only launch from the configured templates
+    (`ec2:LaunchTemplate` condition), not from an override's.
+    """
+    if ref.mixed_instances_policy is None:
+        return None
+    overrides = ref.mixed_instances_policy.get("LaunchTemplate", {}).get("Overrides") or []
+    carrying = [
+        override.get("InstanceType") or f"override {index}"
+        for index, override in enumerate(overrides)
+        if override.get("LaunchTemplateSpecification") or override.get("ImageId")
+    ]
+    if not carrying:
+        return None
+    return (
+        f"the MixedInstancesPolicy overrides for {', '.join(carrying)} carry their own launch "
+        "template or ImageId: their instances would keep the old AMI; move the image into the "
+        f"group's launch template {ref.template_id} (overrides with InstanceType / "
+        "WeightedCapacity / InstanceRequirements only)"
+    )
 
 
 # --- rule 3 -----------------------------------------------------------------------------------
