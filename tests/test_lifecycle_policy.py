@@ -15,6 +15,7 @@ import pytest
 from moto import mock_aws
 
 from components.image_pipeline import IN_USE_AMI_TAG
+from handlers.recorder.aws import RecorderAws
 from sandbox.image_builder import ImageBuilderEmulator, ImageBuilderError, ticking_clock
 from tests.pulumi_harness import StackRun
 
@@ -112,11 +113,14 @@ def test_an_ami_tagged_in_use_survives_a_run_that_deletes_its_neighbours(
 ):
     register(image_builder, recipe, recipe["version"])
     oldest, second, *newest_five = build(image_builder, recipe, 7)
-    [(tag_key, tag_value)] = IN_USE_AMI_TAG.items()
-    for region, ami_id in oldest.items():  # the rollout status marks what groups run
-        SESSION.client("ec2", region_name=region).create_tags(
-            Resources=[ami_id], Tags=[{"Key": tag_key, "Value": tag_value}]
-        )
+    # The rollout status marks what groups run, with the recorder's own adapter.
+    recorder = RecorderAws(boto3.Session(region_name=REGIONS[0]), "golden-ami-rollout-status")
+    for region, ami_id in oldest.items():
+        recorder.tag_in_use(region, [ami_id])
+    described = SESSION.client("ec2", region_name=REGIONS[0]).describe_images(
+        ImageIds=[oldest[REGIONS[0]]]
+    )["Images"][0]
+    assert IN_USE_AMI_TAG.items() <= {t["Key"]: t["Value"] for t in described["Tags"]}.items()
 
     actions = image_builder.run_lifecycle(policy, long_after_the_last_build(7))
 
