@@ -97,20 +97,27 @@ def _matching(regex: str, allowed: str, *, optional: bool = False) -> AfterValid
 
 
 @functools.cache
-def known_regions() -> frozenset[str]:
-    """Every region of every partition in botocore's shipped endpoint data, opt-in ones included.
+def region_partitions() -> Mapping[str, str]:
+    """Region -> partition (aws, aws-cn, aws-us-gov, ...) of every region in botocore's shipped
+    endpoint data, opt-in ones included.
 
-    Read offline from the botocore in the venv: `endpoints` lists the regions of each partition,
-    `partitions` the same plus newer ones and the `aws-global`-style pseudo-regions (left out).
+    Read offline from the botocore in the venv: `endpoints` lists the regions of each partition
+    (named by `partition`), `partitions` the same plus newer ones (named by `id`) and the
+    `aws-global`-style pseudo-regions (left out).
     """
     loader = botocore.loaders.create_loader()
-    return frozenset(
-        region
+    return {
+        region: partition.get("partition") or partition["id"]
         for data in ("endpoints", "partitions")
         for partition in loader.load_data(data)["partitions"]
         for region in partition["regions"]
         if not region.endswith("-global")
-    )
+    }
+
+
+def known_regions() -> frozenset[str]:
+    """Every region of every partition in botocore's shipped endpoint data."""
+    return frozenset(region_partitions())
 
 
 @functools.cache
@@ -421,7 +428,22 @@ class CommonConfig(_StrictModel):
         return problems
 
     def _common_problems(self) -> list[str]:
-        return self._alarm_topic_problems() + self._key_problems()
+        return self._partition_problems() + self._alarm_topic_problems() + self._key_problems()
+
+    def _partition_problems(self) -> list[str]:
+        """One stack's regions share a partition: its credentials, its ARNs and Image Builder's
+        distribution all stop at the partition's border (aws, aws-cn, aws-us-gov, ...)."""
+        home = region_partitions()[self.home_region]
+        return [
+            _problem(
+                "regions",
+                list(self.regions),
+                f"{region} is in the {region_partitions()[region]} partition and aws:region "
+                f"{self.home_region} in {home}: one stack's regions are all in one partition",
+            )
+            for region in self.regions
+            if region_partitions()[region] != home
+        ]
 
     def _key_problems(self) -> list[str]:
         if not self.ami_kms_key_arn:

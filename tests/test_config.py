@@ -370,8 +370,19 @@ def test_regions_are_botocores_every_partition_with_opt_in_ones_and_no_pseudo_re
     assert {"eu-west-1", "af-south-1", "me-central-1", "ap-southeast-7", "il-central-1"} <= regions
     assert {"us-gov-west-1", "cn-north-1", "us-iso-east-1", "eusc-de-east-1"} <= regions
     assert not {r for r in regions if r.endswith("-global")}
-    config = parse_config(config_of("infra", regions=["af-south-1", "us-gov-west-1"]))
-    assert config.regions == ("eu-west-1", "af-south-1", "us-gov-west-1")
+    config = parse_config(config_of("infra", regions=["af-south-1", "me-central-1"]))
+    assert config.regions == ("eu-west-1", "af-south-1", "me-central-1")
+
+
+@pytest.mark.parametrize("stack", ["infra", DEV])
+def test_a_stacks_regions_are_all_in_the_home_regions_partition(stack: str) -> None:
+    """Credentials, ARNs and Image Builder's distribution all stop at a partition's border."""
+    with pytest.raises(ConfigError) as raised:
+        parse_config(config_of(stack, regions=["eu-west-1", "us-gov-west-1"]))
+    assert raised.value.problems == [
+        'golden-ami:regions = ["eu-west-1", "us-gov-west-1"]: us-gov-west-1 is in the aws-us-gov '
+        "partition and aws:region eu-west-1 in aws: one stack's regions are all in one partition"
+    ]
 
 
 def test_aws_keys_are_the_providers_settings() -> None:
