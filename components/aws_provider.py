@@ -172,11 +172,31 @@ def stack_provider_settings() -> dict[str, Any]:
     return provider_settings(values)
 
 
+def stack_secret_settings() -> frozenset[str]:
+    """The provider settings the stack's config holds as secrets (`pulumi config set --secret`).
+
+    The CLI names them in PULUMI_CONFIG_SECRET_KEYS, the Automation API's inline programs in the
+    runtime's secret keys.
+    """
+    secret_keys = set(pulumi.runtime.get_config_secret_keys_env())
+    return frozenset(
+        name
+        for name in PROVIDER_SETTINGS
+        if f"{NAMESPACE}:{name}" in secret_keys
+        or pulumi.runtime.is_config_secret(f"{NAMESPACE}:{name}")
+    )
+
+
 def regional_provider(
     name: str, region: str, settings: Mapping[str, Any], opts: pulumi.ResourceOptions
 ) -> aws.Provider:
-    """An explicit provider for `region` carrying the stack's `aws:` settings."""
-    secret = {_snake(key) for key in SECRET_SETTINGS}
+    """An explicit provider for `region` carrying the stack's `aws:` settings.
+
+    Credentials, and every setting the stack keeps secret (say an `aws:assumeRoleWithWebIdentity`
+    holding its token), reach the provider as secrets: its inputs are stored in the state, where
+    the default provider keeps them encrypted too.
+    """
+    secret = {_snake(key) for key in SECRET_SETTINGS | stack_secret_settings()}
     arguments: dict[str, Any] = {
         key: pulumi.Output.secret(value) if key in secret else value
         for key, value in settings.items()

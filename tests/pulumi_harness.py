@@ -24,7 +24,7 @@ import asyncio
 import hashlib
 import json
 import runpy
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -334,11 +334,13 @@ def run_stack(
     *,
     allow_failure: bool = False,
     project_dir: Path = REPO_ROOT,
+    secret_keys: Sequence[str] = (),
 ) -> StackRun:
     """Run `__main__.py` for `Pulumi.<stack>.yaml` in `project_dir` (+ `overrides`) under mocks.
 
     The program's exception is re-raised unless `allow_failure`, in which case it is returned
-    in `StackRun.error` together with whatever was registered before it.
+    in `StackRun.error` together with whatever was registered before it. `secret_keys`: the full
+    config keys the stack holds as secrets.
     """
     config = stack_config(stack, overrides, project_dir=project_dir)
     return run_program(
@@ -348,6 +350,7 @@ def run_stack(
         account_id=_account_of(config),
         region=config.get("aws:region", "us-east-1"),
         allow_failure=allow_failure,
+        secret_keys=secret_keys,
     )
 
 
@@ -359,6 +362,7 @@ def run_program(
     stack: str = "test",
     config: Mapping[str, str] | None = None,
     allow_failure: bool = False,
+    secret_keys: Sequence[str] = (),
 ) -> StackRun:
     """Run any Pulumi program (e.g. one component built from test arguments) under the mocks."""
     run = StackRun(stack=stack, config=dict(config or {}))
@@ -370,7 +374,7 @@ def run_program(
     asyncio.set_event_loop(loop)
     try:
         pulumi.runtime.settings.ROOT.set(None)
-        pulumi.runtime.set_all_config(run.config)
+        pulumi.runtime.set_all_config(run.config, list(secret_keys))
         pulumi.runtime.set_mocks(
             mocks, project=PROJECT, stack=stack, preview=False, monitor=RecordingMonitor(mocks)
         )
@@ -385,7 +389,7 @@ def run_program(
         root = pulumi.runtime.settings.get_root_resource()
         run.outputs = loop.run_until_complete(pulumi.Output.from_input(dict(root.outputs)).future())
     finally:
-        pulumi.runtime.set_all_config({})
+        pulumi.runtime.set_all_config({}, [])
         asyncio.set_event_loop(None)
         loop.close()
     return run

@@ -14,7 +14,7 @@ import pulumi_aws
 import pytest
 from pulumi.runtime import rpc
 
-from components.aws_provider import PROVIDER_SETTINGS, provider_settings
+from components.aws_provider import PROVIDER_SETTINGS, provider_settings, stack_secret_settings
 from components.config import ConfigError
 from tests.pulumi_harness import run_stack
 
@@ -132,3 +132,30 @@ def test_a_setting_of_the_wrong_shape_is_one_clear_error(key: str, raw: str, pro
         provider_settings({key: raw})
     [message] = raised.value.problems
     assert message.startswith(f"{key} = ") and problem in message
+
+
+def test_settings_the_stack_keeps_secret_reach_the_regional_providers_as_secrets() -> None:
+    """A provider's inputs are stored in the state: a secret setting must stay a secret there."""
+    web_identity = {
+        "roleArn": f"arn:aws:iam::{ACCOUNT}:role/golden-ami-deploy",
+        "webIdentityToken": "eyJhbGciOiJSUzI1NiJ9.token",
+    }
+    run = run_stack(
+        "workload-dev",
+        {"aws:assumeRoleWithWebIdentity": web_identity, "aws:profile": "dev"},
+        secret_keys=["aws:assumeRoleWithWebIdentity"],
+    )
+    [provider] = [r for r in run.resources if r.type == "pulumi:providers:aws"]
+
+    secret = provider.inputs["assumeRoleWithWebIdentity"]
+    assert secret[rpc._special_sig_key] == rpc._special_secret_sig
+    assert json.loads(secret["value"]) == web_identity
+    assert provider.inputs["profile"] == "dev"  # not a secret in the stack: stays plain
+
+
+def test_the_clis_secret_keys_count_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`pulumi up` names the secret keys in PULUMI_CONFIG_SECRET_KEYS, not in the runtime."""
+    monkeypatch.setenv(
+        "PULUMI_CONFIG_SECRET_KEYS", json.dumps(["aws:assumeRoles", "golden-ami:role"])
+    )
+    assert stack_secret_settings() == {"assumeRoles"}
