@@ -199,6 +199,14 @@ OptionalKmsKeyArn = Annotated[
         optional=True,
     ),
 ]
+OptionalEventBusArn = Annotated[
+    str,
+    _matching(
+        rf"arn:{_PARTITION}:events:{_REGION}:{_ACCOUNT}:event-bus/[\w.-]{{1,256}}",
+        "an event bus ARN arn:aws:events:<region>:<account>:event-bus/<name>",
+        optional=True,
+    ),
+]
 LambdaName = Annotated[
     str, _matching(r"[A-Za-z0-9_-]{1,64}", "a Lambda function name: 1-64 of A-Z a-z 0-9 _-")
 ]
@@ -521,6 +529,19 @@ class InfraConfig(CommonConfig):
     def fanout_role_arn(self) -> str:
         return f"arn:aws:iam::{self.infra_account_id}:role/{self.fanout_role_name}"
 
+    @property
+    def rollout_table_name(self) -> str:
+        """The RolloutStatus table: the recorder, the fan-out and `python -m rollout` use it."""
+        return f"{self.environment_name}-rollout-status"
+
+    @property
+    def rollout_bus_arn(self) -> str:
+        """The RolloutStatus bus (`<environmentName>-rollout`, home region)."""
+        return (
+            f"arn:aws:events:{self.home_region}:{self.infra_account_id}"
+            f":event-bus/{self.environment_name}-rollout"
+        )
+
     @model_validator(mode="after")
     def _consistent(self) -> InfraConfig:
         problems = self._common_problems()
@@ -578,6 +599,7 @@ class WorkloadConfig(CommonConfig):
 
     role: Literal["workload"]
     fanout_role_arn: RoleArn
+    rollout_bus_arn: OptionalEventBusArn = ""
     ecs_instance_role_arn: RoleArn
     targets: Annotated[
         tuple[Target, ...],
@@ -632,6 +654,14 @@ class WorkloadConfig(CommonConfig):
                     "fanoutRoleArn",
                     self.fanout_role_arn,
                     f"the fan-out role lives in infraAccountId {self.infra_account_id}",
+                )
+            )
+        if self.rollout_bus_arn and self.rollout_bus_arn.split(":")[4] != self.infra_account_id:
+            problems.append(
+                _problem(
+                    "rolloutBusArn",
+                    self.rollout_bus_arn,
+                    f"the rollout bus lives in infraAccountId {self.infra_account_id}",
                 )
             )
         low, high = self.refresh_min_healthy_percentage, self.refresh_max_healthy_percentage

@@ -54,6 +54,14 @@ class OrgFanoutArgs:
     include_infra_account: bool = False
     expected_account_ids: Sequence[str] = ()
     alarm_topic_arn: str = ""
+    rollout_table_name: str = ""  # the RolloutStatus table the invocations are recorded in
+
+    @property
+    def rollout_table_arn(self) -> str:
+        if not self.rollout_table_name:
+            return ""
+        table = self.rollout_table_name
+        return f"arn:aws:dynamodb:{self.region}:{self.infra_account_id}:table/{table}"
 
     @classmethod
     def from_config(cls, cfg: InfraConfig, image_topic_arn: pulumi.Input[str]) -> OrgFanoutArgs:
@@ -76,6 +84,7 @@ class OrgFanoutArgs:
             include_infra_account=cfg.include_infra_account,
             expected_account_ids=cfg.expected_account_ids,
             alarm_topic_arn=cfg.alarm_topic_arn_in(cfg.home_region),
+            rollout_table_name=cfg.rollout_table_name,
         )
 
     def environment(self) -> dict[str, str]:
@@ -91,6 +100,7 @@ class OrgFanoutArgs:
             "EXPECTED_ACCOUNT_IDS": ",".join(self.expected_account_ids),
             "MAX_CONCURRENCY": str(self.max_concurrency),
             "METRIC_NAMESPACE": FANOUT_METRIC_NAMESPACE,
+            "ROLLOUT_TABLE_NAME": self.rollout_table_name,
         }
 
 
@@ -132,6 +142,7 @@ class OrgFanout(pulumi.ComponentResource):
                     account_source=args.account_source,
                     organizational_unit_ids=args.organizational_unit_ids,
                     list_accounts_role_arn=args.list_accounts_role_arn,
+                    rollout_table_arn=args.rollout_table_arn,
                 )
             ),
             opts=child,

@@ -262,6 +262,7 @@ def fanout_policy(
     account_source: str,
     organizational_unit_ids: Sequence[str] = (),
     list_accounts_role_arn: str = "",
+    rollout_table_arn: str = "",
 ) -> Policy:
     """The fan-out Lambda's role: list accounts, assume the workload invoke roles, report."""
     statements = [
@@ -284,6 +285,15 @@ def fanout_policy(
         },
         _write_own_logs([log_group_arn]),
     ]
+    if rollout_table_arn:
+        statements.append(
+            {
+                "Sid": "RecordInvocations",
+                "Effect": "Allow",
+                "Action": ["dynamodb:BatchWriteItem", "dynamodb:PutItem"],
+                "Resource": rollout_table_arn,
+            }
+        )
     if account_source == "organizations" and list_accounts_role_arn:
         statements.append(
             {
@@ -455,6 +465,15 @@ def refresh_policy(
             ),
         },
         {
+            "Sid": "ReportResultsOnDefaultBus",
+            "Effect": "Allow",
+            # One event per group result for the rollout status; the default bus only.
+            "Action": "events:PutEvents",
+            "Resource": [
+                f"arn:aws:events:{region}:{account_id}:event-bus/default" for region in regions
+            ],
+        },
+        {
             "Sid": "PreflightRollbackAlarms",
             "Effect": "Allow",
             # No refresh into a cluster whose rollback alarm is already in ALARM (DESIGN §5.9).
@@ -596,5 +615,29 @@ def dead_letter_queue_policy(queue_arn: str, rule_arn: str) -> Policy:
             "Action": "sqs:SendMessage",
             "Resource": queue_arn,
             "Condition": {"ArnEquals": {"aws:SourceArn": rule_arn}},
+        }
+    )
+
+
+def rollout_forwarder_trust_policy(account_id: str) -> Policy:
+    """EventBridge may assume the forwarder role, for this account's rules only."""
+    return _document(
+        {
+            "Effect": "Allow",
+            "Principal": {"Service": "events.amazonaws.com"},
+            "Action": "sts:AssumeRole",
+            "Condition": {"StringEquals": {"aws:SourceAccount": account_id}},
+        }
+    )
+
+
+def rollout_forwarder_policy(rollout_bus_arn: str) -> Policy:
+    """The forwarding rules may put events on the infra account's rollout bus, nothing else."""
+    return _document(
+        {
+            "Sid": "ForwardToRolloutBus",
+            "Effect": "Allow",
+            "Action": "events:PutEvents",
+            "Resource": rollout_bus_arn,
         }
     )

@@ -34,7 +34,10 @@ from components.policies import (
     lambda_log_group_arn,
     lambda_trust_policy,
     refresh_policy,
+    rollout_forwarder_policy,
+    rollout_forwarder_trust_policy,
 )
+from handlers.common.status import AUTOSCALING_SOURCE, RESULT_DETAIL_TYPE, RESULT_SOURCE
 from handlers.refresh.app import METRIC_NAMESPACE, OUTCOME_METRIC_NAMES
 
 ECS_ERRORS_METRIC_NAMESPACE = "GoldenAmi/EcsErrors"
@@ -104,6 +107,8 @@ class RefreshWithRollbackArgs:
     alarm_topic_arns: Mapping[str, str] = field(default_factory=dict)
     # The stack's aws: settings (components/aws_provider.py), given to every regional provider.
     provider_settings: Mapping[str, Any] = field(default_factory=dict)
+    # The infra account's rollout bus; "" = results are not forwarded (DESIGN §10).
+    rollout_bus_arn: str = ""
 
     @classmethod
     def from_config(
@@ -134,6 +139,7 @@ class RefreshWithRollbackArgs:
             ami_kms_key_arns={region: cfg.ami_kms_key_arn_in(region) for region in cfg.regions},
             alarm_topic_arns={region: cfg.alarm_topic_arn_in(region) for region in cfg.regions},
             provider_settings=dict(provider_settings or {}),
+            rollout_bus_arn=cfg.rollout_bus_arn,
         )
 
 
@@ -163,6 +169,21 @@ def refresh_finished_event_pattern(group_names: Sequence[str]) -> dict[str, Any]
         "source": ["aws.autoscaling"],
         "detail-type": list(REFRESH_FINISHED_DETAIL_TYPES),
         "detail": {"AutoScalingGroupName": sorted(group_names)},
+    }
+
+
+def rollout_forward_event_pattern(group_names: Sequence[str]) -> dict[str, Any]:
+    """What a region forwards to the rollout bus: the refresh handler's results and the refresh
+    ends of its groups (the status records both; DESIGN §10)."""
+    return {
+        "$or": [
+            {"source": [RESULT_SOURCE], "detail-type": [RESULT_DETAIL_TYPE]},
+            {
+                "source": [AUTOSCALING_SOURCE],
+                "detail-type": list(REFRESH_FINISHED_DETAIL_TYPES),
+                "detail": {"AutoScalingGroupName": sorted(group_names)},
+            },
+        ]
     }
 
 
@@ -230,11 +251,15 @@ class RefreshWithRollback(pulumi.ComponentResource):
             self.release_function_name,
             regions,
         )
+        forwarder = self._rollout_forwarder(name) if args.rollout_bus_arn else None
         functions: dict[str, aws.lambda_.Function] = {}
         release_functions: dict[str, aws.lambda_.Function] = {}
         for region in regions:
             functions[region], release_functions[region] = self._regional(
-                region, (refresh_role, refresh_role_policy), (release_role, release_role_policy)
+                region,
+                (refresh_role, refresh_role_policy),
+                (release_role, release_role_policy),
+                forwarder,
             )
 
         invoke_role = aws.iam.Role(
@@ -319,13 +344,38 @@ class RefreshWithRollback(pulumi.ComponentResource):
             names.append(instance_count_alarm_name(self._args.environment_name, cluster))
         return names
 
+    def _rollout_forwarder(self, name: str) -> aws.iam.Role:
+        """The role EventBridge forwards to the rollout bus as (one per account: IAM is global).
+
+        The bus admits the Organization through `aws:PrincipalOrgID`, and for a bus that grants
+        an organization (rather than account ids) EventBridge requires a role on the target, in
+        every region (PutPermission / PutTargets API reference).
+        """
+        args, child = self._args, pulumi.ResourceOptions(parent=self)
+        role = aws.iam.Role(
+            f"{name}-rollout-forwarder",
+            description="EventBridge forwards golden AMI refresh results to the rollout bus",
+            assume_role_policy=pulumi.Output.from_input(args.account_id).apply(
+                lambda account_id: json.dumps(rollout_forwarder_trust_policy(account_id))
+            ),
+            opts=child,
+        )
+        aws.iam.RolePolicy(
+            f"{name}-rollout-forwarder",
+            role=role.name,
+            policy=json.dumps(rollout_forwarder_policy(args.rollout_bus_arn)),
+            opts=child,
+        )
+        return role
+
     def _regional(
         self,
         region: str,
         refresh_role: tuple[aws.iam.Role, aws.iam.RolePolicy],
         release_role: tuple[aws.iam.Role, aws.iam.RolePolicy],
+        forwarder: aws.iam.Role | None,
     ) -> tuple[aws.lambda_.Function, aws.lambda_.Function]:
-        """The region's refresh and release functions, rules, alarms and key grant."""
+        """The region's refresh and release functions, rules, alarms, forwarding and key grant."""
         args, prefix = self._args, f"{self._name}-{region}"
         # An explicit provider reads none of the stack's aws: config: it is given all of it.
         provider = regional_provider(
@@ -390,6 +440,22 @@ class RefreshWithRollback(pulumi.ComponentResource):
             ),
             description="Re-run convergence when a refresh of a configured group finishes",
         )
+        if forwarder is not None:
+            forward = aws.cloudwatch.EventRule(
+                f"{prefix}-rollout-forward",
+                description="Refresh results and refresh ends, for the infra rollout status",
+                event_pattern=json.dumps(
+                    rollout_forward_event_pattern([t.auto_scaling_group_name for t in targets])
+                ),
+                opts=opts,
+            )
+            aws.cloudwatch.EventTarget(
+                f"{prefix}-rollout-forward-target",
+                rule=forward.name,
+                arn=args.rollout_bus_arn,
+                role_arn=forwarder.arn,
+                opts=opts,
+            )
         if args.converge_schedule:
             self._invoke_on(
                 f"{prefix}-converge",

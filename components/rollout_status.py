@@ -27,6 +27,7 @@ from components.policies import (
     recorder_policy,
     rollout_bus_policy,
 )
+from handlers.common.status import AUTOSCALING_SOURCE, RESULT_SOURCE
 from handlers.recorder.app import (
     METRIC_NAMESPACE,
     REFUSED_METRIC,
@@ -34,7 +35,6 @@ from handlers.recorder.app import (
     STALE_METRIC,
     UNPLACED_METRIC,
 )
-from handlers.recorder.logic import AUTOSCALING_SOURCE, RESULT_SOURCE
 
 RECORDER_MEMORY_MB = 256
 RECORDER_TIMEOUT_SECONDS = 60
@@ -51,6 +51,7 @@ class RolloutStatusArgs:
     organization_id: str
     regions: Sequence[str]
     pipeline_name: str
+    table_name: str
     log_retention_days: int
     alarm_topic_arn: str = ""
     tags: Mapping[str, str] = field(default_factory=dict)
@@ -64,6 +65,7 @@ class RolloutStatusArgs:
             organization_id=cfg.organization_id,
             regions=cfg.regions,
             pipeline_name=pipeline_name,
+            table_name=cfg.rollout_table_name,
             log_retention_days=cfg.log_retention_days,
             alarm_topic_arn=cfg.alarm_topic_arn_in(cfg.home_region),
             tags={"golden-ami:environment": cfg.environment_name},
@@ -104,7 +106,7 @@ class RolloutStatus(pulumi.ComponentResource):
         )
         table = aws.dynamodb.Table(
             f"{name}-table",
-            name=f"{args.environment_name}-rollout-status",
+            name=args.table_name,
             billing_mode="PAY_PER_REQUEST",
             hash_key="pk",
             range_key="sk",

@@ -31,6 +31,7 @@ ASSUME_ROLES_KEY = "aws:assumeRoles"
 # output that carries each value: the infra stack is their single source of truth.
 PROPAGATED_OUTPUTS = {
     "fanoutRoleArn": "fanoutRoleArn",
+    "rolloutBusArn": "rolloutBusArn",
     "infraAccountId": "infraAccountId",
     "imagePrefix": "amiNamePrefix",
 }
@@ -348,6 +349,7 @@ def config_problems(plan: DeploymentPlan) -> list[str]:
     # What the infra program exports for each propagated key, predicted from its config.
     exported = {
         "fanoutRoleArn": infra_config.fanout_role_arn,
+        "rolloutBusArn": infra_config.rollout_bus_arn,
         "infraAccountId": infra_config.infra_account_id,
         "imagePrefix": infra_config.image_prefix,
     }

@@ -13,12 +13,8 @@ from moto.ec2.models import ec2_backends
 from moto.ec2.models.amis import Ami
 from moto.ec2.utils import random_ami_id
 
-from handlers.recorder.logic import (
-    AUTOSCALING_SOURCE,
-    IMAGE_BUILDER_ARN_TAG,
-    RESULT_DETAIL_TYPE,
-    RESULT_SOURCE,
-)
+from handlers.common.status import AUTOSCALING_SOURCE, RESULT_DETAIL_TYPE, RESULT_SOURCE
+from handlers.recorder.logic import IMAGE_BUILDER_ARN_TAG
 
 INFRA_ACCOUNT = DEFAULT_ACCOUNT_ID  # the recorder runs in the infra account: moto's default
 WORKLOAD_A = "222222222222"

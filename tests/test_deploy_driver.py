@@ -28,9 +28,11 @@ from deploy.driver import (
 from deploy.plan import PROPAGATED_OUTPUTS, load_plan
 
 INFRA_ACCOUNT = "111111111111"
+ROLLOUT_BUS = f"arn:aws:events:eu-west-1:{INFRA_ACCOUNT}:event-bus/golden-ami-rollout"
 WORKLOAD_ACCOUNTS = {"workload-a": "222222222222", "workload-b": "333333333333"}
 INFRA_OUTPUTS = {
     "fanoutRoleArn": StackOutput(f"arn:aws:iam::{INFRA_ACCOUNT}:role/GoldenAmiFanoutRole"),
+    "rolloutBusArn": StackOutput(ROLLOUT_BUS),
     "infraAccountId": StackOutput(INFRA_ACCOUNT),
     "amiNamePrefix": StackOutput("acme-ecs"),
     "bucketName": StackOutput("payloads-111111111111"),
@@ -38,6 +40,7 @@ INFRA_OUTPUTS = {
 }
 PROPAGATED = {
     "golden-ami:fanoutRoleArn": f"arn:aws:iam::{INFRA_ACCOUNT}:role/GoldenAmiFanoutRole",
+    "golden-ami:rolloutBusArn": ROLLOUT_BUS,
     "golden-ami:infraAccountId": INFRA_ACCOUNT,
     "golden-ami:imagePrefix": "acme-ecs",
 }
@@ -579,3 +582,4 @@ def test_the_infra_program_exports_every_output_the_driver_propagates(stack_run)
     assert run.outputs["infraAccountId"] == config.infra_account_id
     assert run.outputs["amiNamePrefix"] == config.image_prefix
     assert run.outputs["fanoutRoleArn"] == config.fanout_role_arn
+    assert run.outputs["rolloutBusArn"] == config.rollout_bus_arn

@@ -297,6 +297,7 @@ def env(monkeypatch) -> pytest.MonkeyPatch:
         "LIST_ACCOUNTS_ROLE_ARN",
         "INCLUDE_INFRA_ACCOUNT",
         "EXPECTED_ACCOUNT_IDS",
+        "ROLLOUT_TABLE_NAME",
     ):
         monkeypatch.delenv(name, raising=False)
     return monkeypatch
@@ -776,3 +777,41 @@ def test_metrics_outage_is_logged_without_failing_a_successful_fan_out(org, edge
     assert result["counts"]["invoked"] == 2
     assert log_lines[-1]["message"] == "could not publish fan-out metrics"
     assert "InternalServiceError" in log_lines[-1]["error"]
+
+
+# --- the rollout status: which (account, region) pairs were invoked (DESIGN §10) ---------------
+
+
+def test_invoked_pairs_and_the_rollout_are_recorded_in_the_status_table(org, edge, env, log_lines):
+    from handlers.common import status
+    from tests.rollout_fixtures import create_table
+
+    create_table(boto3.Session(region_name=HOME_REGION), "rollout-status")
+    env.setenv("ROLLOUT_TABLE_NAME", "rollout-status")
+    enrolled = org.add_account("enrolled")
+    org.enroll(enrolled)
+    org.add_account("not-enrolled")
+    run(edge)
+
+    items = boto3.resource("dynamodb", region_name=HOME_REGION).Table("rollout-status").scan()
+    records = [status.parse_item(item) for item in items["Items"]]
+    rollout = EXPECTED_PAYLOAD["imageVersion"]
+    assert sorted((r.account, r.region) for r in records if r is not None) == [
+        (enrolled, region) for region in sorted(REGIONS)
+    ]
+    index = [item for item in items["Items"] if item["pk"] == status.ROLLOUT_INDEX_KEY]
+    assert status.newest_rollout(index) == rollout
+    assert {item["pk"] for item in items["Items"] if item["pk"] != "ROLLOUTS"} == {
+        status.rollout_key(rollout)
+    }
+    assert summary_line(log_lines)["statusRecorded"] is True
+
+
+def test_a_status_table_outage_is_logged_and_never_fails_the_fan_out(org, edge, env, log_lines):
+    env.setenv("ROLLOUT_TABLE_NAME", "no-such-table")
+    enrolled = org.add_account("enrolled")
+    org.enroll(enrolled)
+    assert run(edge)["counts"]["invoked"] == len(REGIONS)
+    assert summary_line(log_lines)["statusRecorded"] is False
+    [error] = [line for line in log_lines if line["message"] == "could not record the invocations"]
+    assert "ResourceNotFoundException" in error["error"]

@@ -144,6 +144,7 @@ def test_environment_follows_the_handler_contract(variant: str, expected: dict[s
         "EXPECTED_ACCOUNT_IDS": "222233334444,555566667777",
         "MAX_CONCURRENCY": "16",
         "METRIC_NAMESPACE": "GoldenAmi",
+        "ROLLOUT_TABLE_NAME": "",
         **expected,
     }
 
@@ -271,3 +272,14 @@ def test_fanout_policy_passes_parliament(changes: dict[str, Any]) -> None:
 
     document = json.dumps(fanout_policy(**(POLICY_ARGS | changes)))
     assert [str(f) for f in analyze_policy_string(document).findings] == []
+
+
+def test_the_infra_stack_fanout_records_invocations_in_the_rollout_table(stack_run) -> None:
+    run = stack_run("infra")
+    table = run.one("aws:dynamodb/table:Table")
+    fanout = run.one("aws:lambda/function:Function", "fanout")
+    assert fanout["environment"]["variables"]["ROLLOUT_TABLE_NAME"] == table["name"]
+    policy = run.one("aws:iam/rolePolicy:RolePolicy", "fanout-policy").json("policy")
+    [record] = [s for s in policy["Statement"] if s["Sid"] == "RecordInvocations"]
+    assert record["Resource"] == table.outputs["arn"]
+    assert record["Action"] == ["dynamodb:BatchWriteItem", "dynamodb:PutItem"]

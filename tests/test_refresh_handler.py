@@ -724,3 +724,85 @@ def test_mixed_overrides_with_their_own_template_or_image_are_rejected(world, ca
     assert result["outcome"] == "rejected", result
     assert "overrides for m7g.large carry their own launch template or ImageId" in result["reason"]
     assert world.writes() == []
+
+
+# --- the report to the rollout status (DESIGN §10) --------------------------------------------
+
+
+def _put_events(session: boto3.Session) -> list[dict]:
+    """PutEvents requests the handler makes through `session`, as sent."""
+    requests: list[dict] = []
+    session.events.register(
+        "before-parameter-build.events.PutEvents", lambda params, **_: requests.append(params)
+    )
+    return requests
+
+
+def test_every_group_result_is_put_on_the_default_bus_with_its_images(world):
+    requests = _put_events(world.session)
+    world.add_group("ecs-b", world.template_id)
+    results = world.run(world.rollout(world.new_ami))
+    [request] = requests
+    assert "EventBusName" not in request  # the default bus: the only one granted
+    details = [json.loads(entry["Detail"]) for entry in request["Entries"]]
+    assert {entry["Source"] for entry in request["Entries"]} == {"golden-ami.refresh"}
+    assert {entry["DetailType"] for entry in request["Entries"]} == {"Golden AMI Refresh Result"}
+    assert [
+        (d["autoScalingGroupName"], d["outcome"], d["amiBefore"], d["amiAfter"]) for d in details
+    ] == [(r["autoScalingGroupName"], "started", world.current_ami, world.new_ami) for r in results]
+    assert {d["imageArn"] for d in details} == {IMAGE_ARN}
+    assert [d["instanceRefreshId"] for d in details] == [r["instanceRefreshId"] for r in results]
+    assert all(
+        set(d)
+        <= {
+            "schemaVersion",
+            "autoScalingGroupName",
+            "outcome",
+            "reason",
+            "imageArn",
+            "amiBefore",
+            "amiAfter",
+            "instanceRefreshId",
+        }
+        for d in details
+    )  # fmt: skip - no account: EventBridge sets it from the sender
+
+
+def test_a_convergence_reports_without_an_image_arn(world):
+    requests = _put_events(world.session)
+    world.run({"action": "converge"})
+    [detail] = [json.loads(entry["Detail"]) for entry in requests[0]["Entries"]]
+    assert "imageArn" not in detail
+    assert detail["amiAfter"] == world.new_ami  # the recorder finds the rollout from it
+
+
+def test_a_failed_report_is_logged_and_never_fails_the_groups(world, monkeypatch):
+    def refuse(self, entries):
+        raise app.ClientError(
+            {"Error": {"Code": "AccessDeniedException", "Message": "no"}}, "PutEvents"
+        )
+
+    monkeypatch.setattr(app.RefreshAws, "put_events", refuse)
+    result = only(world.run(world.rollout(world.new_ami)))
+    assert result["outcome"] == "started"
+
+
+def test_entries_refused_by_eventbridge_are_reported_as_errors(world):
+    world.session.events.register(
+        "before-call.events.PutEvents",
+        lambda **_: (
+            botocore_response(200),
+            {"FailedEntryCount": 1, "Entries": [{"ErrorCode": "InternalFailure",
+                                                 "ErrorMessage": "try again"}]},
+        ),
+    )  # fmt: skip
+    aws = app.RefreshAws(world.session)
+    assert aws.put_events(
+        [{"Source": "golden-ami.refresh", "DetailType": "x", "Detail": "{}"}]
+    ) == ["InternalFailure: try again"]
+
+
+def botocore_response(status: int):
+    from botocore.awsrequest import AWSResponse
+
+    return AWSResponse("https://events.amazonaws.com/", status, {}, None)

@@ -95,3 +95,50 @@ def test_the_dashboard_charts_the_metric_the_recorder_emits_per_rollout_and_stat
     ]
     assert f"{{{METRIC_NAMESPACE},Rollout,State}}" in expression
     assert f'MetricName="{REPORTS_METRIC}"' in expression
+
+
+# --- the workload side: results and refresh ends forwarded to the rollout bus ------------------
+
+
+def test_each_workload_region_forwards_results_and_its_groups_refresh_ends_with_a_role(stack_run):
+    from sandbox.ecs_alarm import event_matches
+
+    run = stack_run("workload-prod")
+    bus = run.config["golden-ami:rolloutBusArn"]
+    [role] = [r for r in run.resources_of_type("aws:iam/role:Role") if "forwarder" in r.name]
+    [statement] = role.json("assumeRolePolicy")["Statement"]
+    assert statement["Principal"] == {"Service": "events.amazonaws.com"}
+    assert statement["Condition"] == {"StringEquals": {"aws:SourceAccount": "555566667777"}}
+    policy = run.one("aws:iam/rolePolicy:RolePolicy", "rollout-forwarder").json("policy")
+    assert policy["Statement"][0]["Action"] == "events:PutEvents"
+    assert policy["Statement"][0]["Resource"] == bus
+
+    targets = [t for t in run.resources_of_type("aws:cloudwatch/eventTarget:EventTarget")
+               if "rollout-forward" in t.name]  # fmt: skip
+    targets_config = json.loads(run.config["golden-ami:targets"])
+    regions = {t.get("region", run.config["aws:region"]) for t in targets_config}
+    assert targets and all(t["arn"] == bus for t in targets)
+    # The bus admits the Organization, so EventBridge requires a role on the target, in every
+    # region (PutPermission API reference): none may rely on same-region account grants.
+    assert all(t["roleArn"] == role.outputs["arn"] for t in targets)
+    assert len(targets) == len(regions)
+
+    for rule in [r for r in run.resources_of_type("aws:cloudwatch/eventRule:EventRule")
+                 if "rollout-forward" in r.name]:  # fmt: skip
+        pattern = rule.json("eventPattern")
+        groups = pattern["$or"][1]["detail"]["AutoScalingGroupName"]
+        result = {"source": "golden-ami.refresh", "detail-type": "Golden AMI Refresh Result",
+                  "detail": {"autoScalingGroupName": groups[0]}}  # fmt: skip
+        assert event_matches(pattern, result)
+        end = {"source": "aws.autoscaling",
+               "detail-type": "EC2 Auto Scaling Instance Refresh Rollback Succeeded",
+               "detail": {"AutoScalingGroupName": groups[0]}}  # fmt: skip
+        assert event_matches(pattern, end)
+        assert not event_matches(pattern, end | {"detail": {"AutoScalingGroupName": "other"}})
+        started = end | {"detail-type": "EC2 Auto Scaling Instance Refresh Started"}
+        assert not event_matches(pattern, started)
+
+
+def test_a_workload_stack_without_a_rollout_bus_forwards_nothing(stack_run):
+    run = stack_run("workload-dev", {"rolloutBusArn": None})
+    assert not [r for r in run.resources if "rollout-forward" in r.name]

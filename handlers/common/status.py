@@ -26,6 +26,13 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+# What the refresh handler puts on its default bus, one event per group result; workload rules
+# forward these (and Auto Scaling's refresh ends) to the infra account's rollout bus.
+RESULT_SOURCE = "golden-ami.refresh"
+RESULT_DETAIL_TYPE = "Golden AMI Refresh Result"
+RESULT_SCHEMA_VERSION = 1
+AUTOSCALING_SOURCE = "aws.autoscaling"
+
 ROLLOUT_PREFIX = "ROLLOUT#"
 GROUP_PREFIX = "GROUP#"
 INVOKED_PREFIX = "INVOKED#"

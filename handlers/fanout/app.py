@@ -29,14 +29,16 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
+from handlers.common import status
 from handlers.common.log import get_logger, log
 from handlers.fanout import logic
-from handlers.fanout.aws import FanoutAws
+from handlers.fanout.aws import FanoutAws, UnprocessedItemsError
 from handlers.fanout.logic import FAILED, INVOKED, ImageNotice, Outcome
 
 LOGGER = get_logger("golden-ami.fanout")
@@ -83,6 +85,8 @@ def lambda_handler(
     summary["skippedAccounts"] = result.skipped
     if result.listing_error:
         summary["listingError"] = result.listing_error
+    if settings.rollout_table_name:
+        summary["statusRecorded"] = _record_invocations(aws, settings, notice, result.outcomes)
     log(LOGGER, "fan-out summary", **summary)
     _publish_metrics(aws, settings.metric_namespace, summary["counts"])
 
@@ -94,6 +98,25 @@ def lambda_handler(
             + f" (correlationId {notice.correlation_id}); re-running is safe"
         )
     return summary
+
+
+def _record_invocations(
+    aws: FanoutAws, settings: logic.FanoutSettings, notice: ImageNotice, outcomes: list[Outcome]
+) -> bool:
+    """Tell the rollout status which (account, region) pairs were invoked and when.
+
+    The invocations already happened: a status table outage is logged, never a reason to
+    re-run them; the rollout status then shows those accounts' results without their invocation.
+    """
+    invoked_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    table = settings.rollout_table_name
+    try:
+        aws.put_item_if_absent(table, status.rollout_index_item(notice.image_version, invoked_at))
+        aws.record_items(table, logic.invocation_records(notice, outcomes, invoked_at))
+    except (BotoCoreError, ClientError, UnprocessedItemsError) as error:
+        log(LOGGER, "could not record the invocations", logging.ERROR, error=str(error))
+        return False
+    return True
 
 
 def _publish_metrics(aws: FanoutAws, namespace: str, counts: dict[str, int]) -> None:

@@ -7,6 +7,7 @@ IAM actions used (the OrgFanout role must grant exactly these):
                                                    listing role when configured)
   cloudwatch:PutMetricData                         (no resource-level permissions; condition on
                                                    cloudwatch:namespace)
+  dynamodb:BatchWriteItem, dynamodb:PutItem       on the rollout status table (invoked accounts)
   sts:GetCallerIdentity needs no permission. lambda:InvokeFunction is called with the assumed
   credentials, so the workload account's role grants it, not the fan-out role.
 
@@ -21,11 +22,13 @@ that account's credentials (`AccountCredentials`), not through a client per acco
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, Literal
 
 import boto3
+from boto3.dynamodb.types import TypeSerializer
 from botocore.config import Config
 from botocore.credentials import Credentials, ReadOnlyCredentials
 
@@ -37,6 +40,9 @@ CONNECT_TIMEOUT_SECONDS = 3
 READ_TIMEOUT_SECONDS = 10
 # ListAccounts / ListAccountsForParent accept at most 20 results per page.
 ORGANIZATIONS_PAGE_SIZE = 20
+# BatchWriteItem takes at most 25 requests; unprocessed ones are retried with backoff.
+BATCH_WRITE_MAX = 25
+BATCH_WRITE_ATTEMPTS = 8
 ASSUMED_ROLE_DURATION_SECONDS = 900  # the minimum: the credentials serve two or three calls
 
 
@@ -118,7 +124,7 @@ class FanoutAws:
 
     def _client(
         self,
-        service: Literal["sts", "organizations", "cloudwatch"],
+        service: Literal["sts", "organizations", "cloudwatch", "dynamodb"],
         config: Config,
         **kwargs: Any,
     ) -> Any:
@@ -194,6 +200,41 @@ class FanoutAws:
                 for name, value in counts.items()
             ],
         )
+
+    def record_items(self, table_name: str, items: list[dict[str, Any]]) -> None:
+        """Write `items` (plain values), 25 per BatchWriteItem, retrying what was not processed."""
+        dynamodb = self._client("dynamodb", CLIENT_CONFIG)
+        serialize = TypeSerializer().serialize
+        requests = [
+            {"PutRequest": {"Item": {key: serialize(value) for key, value in item.items()}}}
+            for item in items
+        ]
+        for start in range(0, len(requests), BATCH_WRITE_MAX):
+            pending = {table_name: requests[start : start + BATCH_WRITE_MAX]}
+            for attempt in range(BATCH_WRITE_ATTEMPTS):
+                pending = dynamodb.batch_write_item(RequestItems=pending)["UnprocessedItems"]
+                if not pending:
+                    break
+                time.sleep(min(2**attempt * 0.05, 1.0))
+            else:
+                raise UnprocessedItemsError(f"{len(pending[table_name])} items left unprocessed")
+
+    def put_item_if_absent(self, table_name: str, item: dict[str, Any]) -> bool:
+        dynamodb = self._client("dynamodb", CLIENT_CONFIG)
+        serialize = TypeSerializer().serialize
+        try:
+            dynamodb.put_item(
+                TableName=table_name,
+                Item={key: serialize(value) for key, value in item.items()},
+                ConditionExpression="attribute_not_exists(pk)",
+            )
+        except dynamodb.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
+
+class UnprocessedItemsError(RuntimeError):
+    """DynamoDB kept throttling part of a batch write."""
 
 
 def _client_keys(credentials: ReadOnlyCredentials | None) -> dict[str, str | None]:

@@ -12,6 +12,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from handlers.common import status
+
 INVOKED = "invoked"
 NOT_ENROLLED = "not-enrolled"
 FAILED = "failed"
@@ -83,6 +85,8 @@ class FanoutSettings:
     expected_account_ids: frozenset[str]
     max_concurrency: int
     metric_namespace: str
+    # The rollout status table the invocations are recorded in (DESIGN §10); "" = none.
+    rollout_table_name: str = ""
 
 
 # --- the SNS event ----------------------------------------------------------------------------
@@ -272,6 +276,19 @@ def summarize(outcomes: Iterable[Outcome]) -> dict[str, Any]:
     }
 
 
+def invocation_records(
+    notice: ImageNotice, outcomes: Iterable[Outcome], invoked_at: str
+) -> list[dict[str, Any]]:
+    """Status table items for every invoked (account, region): a group that never reports from
+    there is `silent` in the rollout status (handlers/common/status.py)."""
+    rollout_id = notice.image_version
+    return [
+        status.Invocation(o.account_id, o.region, invoked_at).to_item(rollout_id)
+        for o in sorted(outcomes, key=lambda o: (o.account_id, o.region))
+        if o.outcome == INVOKED
+    ]
+
+
 def should_fail(outcomes: Iterable[Outcome]) -> bool:
     """Fail the invocation when any account that is (or may be) enrolled was not reached.
 
@@ -313,6 +330,7 @@ def parse_settings(environ: Mapping[str, str]) -> FanoutSettings:
         ),
         max_concurrency=_positive_int(environ, "MAX_CONCURRENCY", default=32),
         metric_namespace=environ.get("METRIC_NAMESPACE", "GoldenAmi").strip() or "GoldenAmi",
+        rollout_table_name=environ.get("ROLLOUT_TABLE_NAME", "").strip(),
     )
 
 

@@ -18,12 +18,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from handlers.common.status import REFRESH_END_STATES, GroupStatus
+from handlers.common.status import (
+    AUTOSCALING_SOURCE,
+    REFRESH_END_STATES,
+    RESULT_DETAIL_TYPE,
+    RESULT_SCHEMA_VERSION,
+    RESULT_SOURCE,
+    GroupStatus,
+)
 
-RESULT_SOURCE = "golden-ami.refresh"
-RESULT_DETAIL_TYPE = "Golden AMI Refresh Result"
-AUTOSCALING_SOURCE = "aws.autoscaling"
-RESULT_SCHEMA_VERSION = 1
 IN_USE_TAG = "golden-ami:in-use"
 # Image Builder tags every AMI it distributes with the ARN of its image.
 IMAGE_BUILDER_ARN_TAG = "Ec2ImageBuilderArn"

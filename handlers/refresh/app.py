@@ -10,13 +10,14 @@ import logging
 import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
 from handlers.common.log import get_logger, log
-from handlers.refresh import rules
+from handlers.refresh import report, rules
 from handlers.refresh.aws import RefreshAws, RefreshInProgressError
 from handlers.refresh.parse import (
     InvalidInputError,
@@ -43,6 +44,7 @@ class GroupResult:
     outcome: str  # one of OUTCOMES
     reason: str
     amiId: str | None = None  # noqa: N815
+    amiBefore: str | None = None  # noqa: N815 - the image of the group's version before
     launchTemplateVersion: int | None = None  # noqa: N815
     instanceRefreshId: str | None = None  # noqa: N815
     pinnedVersion: int | None = None  # noqa: N815 - $Latest/$Default pinned to this number
@@ -98,6 +100,8 @@ def handle(
         log(LOGGER, "group handled", region=aws.region, **result.as_dict())
         results.append(result.as_dict())
     _publish_metrics(aws, [result["outcome"] for result in results])
+    if not release:  # a release lifts a quarantine or hold; the refresh that follows reports
+        _report(aws, results, request)
     return {"results": results}
 
 
@@ -110,6 +114,18 @@ def _publish_metrics(aws: RefreshAws, outcomes: list[str]) -> None:
         aws.put_metrics(METRIC_NAMESPACE, counts)
     except (BotoCoreError, ClientError) as error:
         log(LOGGER, "could not publish refresh metrics", logging.ERROR, error=str(error))
+
+
+def _report(aws: RefreshAws, results: list[dict[str, Any]], request: Request) -> None:
+    """Tell the rollout status (DESIGN §10); the groups are handled whether or not this works."""
+    image_arn = request.image_arn if isinstance(request, Rollout) else None
+    entries = report.result_entries(results, image_arn, datetime.now(UTC))
+    try:
+        failed = aws.put_events(entries)
+    except (ClientError, BotoCoreError) as error:
+        failed = [str(error)]
+    if failed:
+        log(LOGGER, "results not reported", logging.ERROR, region=aws.region, errors=failed)
 
 
 def _targets_for(settings: Settings, request: Request) -> tuple[Target, ...]:
@@ -152,6 +168,8 @@ def _converge(
     current_number = current["VersionNumber"]
     current_data = current["LaunchTemplateData"]
     current_image_id = current_data.get("ImageId", "")
+    if current_image_id.startswith("ami-"):
+        result.amiBefore = current_image_id
     if reason := rules.ssm_alias_reason(ref.template_id, current_number, current_image_id):
         raise _DecidedError("rejected", reason)
 

@@ -5,6 +5,7 @@ IAM actions it can call (the component's policy must grant exactly these):
   autoscaling:StartInstanceRefresh, autoscaling:UpdateAutoScalingGroup,
   autoscaling:CreateOrUpdateTags, ec2:DescribeImages, ec2:DescribeLaunchTemplateVersions,
   ec2:CreateLaunchTemplateVersion, ecs:DescribeClusters, ecs:DescribeCapacityProviders,
+  events:PutEvents (the default bus: the results the rollout status receives),
   cloudwatch:DescribeAlarms, cloudwatch:PutMetricData
 (UpdateAutoScalingGroup/StartInstanceRefresh with a launch template also need ec2:RunInstances
 and iam:PassRole on the template's instance role: DESIGN §7.)
@@ -20,6 +21,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from handlers.refresh.report import PUT_EVENTS_BATCH
 from handlers.refresh.rules import Image
 
 if TYPE_CHECKING:  # the boto3 stubs are a dev dependency, not in the Lambda runtime
@@ -57,6 +59,7 @@ class RefreshAws:
         self._autoscaling = session.client("autoscaling", config=CLIENT_CONFIG)
         self._ec2 = session.client("ec2", config=CLIENT_CONFIG)
         self._ecs = session.client("ecs", config=CLIENT_CONFIG)
+        self._events = session.client("events", config=CLIENT_CONFIG)
         self._cloudwatch = session.client("cloudwatch", config=CLIENT_CONFIG)
 
     # --- Auto Scaling -------------------------------------------------------------------------
@@ -111,6 +114,21 @@ class RefreshAws:
                 for key, value in tags.items()
             ]
         )
+
+    # --- EventBridge --------------------------------------------------------------------------
+
+    def put_events(self, entries: list[dict[str, Any]]) -> list[str]:
+        """Put `entries` on the default bus; the error of every entry EventBridge refused."""
+        errors = []
+        for start in range(0, len(entries), PUT_EVENTS_BATCH):
+            batch = entries[start : start + PUT_EVENTS_BATCH]
+            answered = self._events.put_events(Entries=batch)["Entries"]
+            errors += [
+                f"{entry['ErrorCode']}: {entry.get('ErrorMessage', '')}"
+                for entry in answered
+                if entry.get("ErrorCode")
+            ]
+        return errors
 
     # --- EC2 ----------------------------------------------------------------------------------
 
