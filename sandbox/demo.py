@@ -435,6 +435,8 @@ class Story:
                     "organizationId": self.organization_id,
                     "regions": list(WORKLOAD_REGIONS),
                     "fanoutRoleArn": self._fanout_role_arn(),
+                    # The sandbox does not route events between accounts' buses yet.
+                    "rolloutBusArn": None,
                     "ecsInstanceRoleArn": f"arn:aws:iam::{account.account_id}:role/ecsInstanceRole",
                     "targets": [
                         {

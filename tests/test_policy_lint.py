@@ -242,6 +242,13 @@ BUILDER_EXAMPLES = {
             },
         )
     ],
+    "rollout_forwarder_trust_policy": [("trust", {"account_id": WORKLOAD})],
+    "rollout_forwarder_policy": [
+        (
+            "identity",
+            {"rollout_bus_arn": f"arn:aws:events:{REGION}:{ACCOUNT}:event-bus/golden-ami-rollout"},
+        )
+    ],
     "dead_letter_queue_policy": [
         (
             "identity",
