@@ -48,6 +48,7 @@ HANDLER_OPERATIONS = (
     "autoscaling.UpdateAutoScalingGroup",
     "cloudwatch.DescribeAlarms",
     "cloudwatch.PutMetricData",
+    "dynamodb.BatchWriteItem",
     "dynamodb.GetItem",
     "dynamodb.PutItem",
     "dynamodb.Query",
