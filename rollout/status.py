@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
@@ -192,7 +192,7 @@ def render_table(report: RolloutReport, colour: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _aligned(rows: list[tuple[str, ...]], paint: Any) -> list[str]:
+def _aligned(rows: Sequence[tuple[str, ...]], paint: Any) -> list[str]:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     out = []
     for index, row in enumerate(rows):
