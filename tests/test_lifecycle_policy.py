@@ -163,3 +163,38 @@ def test_a_policy_the_api_refuses_is_refused(image_builder, policy):
     }
     with pytest.raises(ImageBuilderError, match="semanticVersion"):
         image_builder.run_lifecycle(bad, START)
+
+
+def test_an_ami_one_group_in_one_account_still_runs_survives_through_the_recorder(
+    image_builder, policy, recipe
+):
+    """End to end: one group's report through the recorder is what keeps its AMI."""
+    from handlers.recorder.app import Recorder
+    from tests.rollout_fixtures import TABLE, create_table, result_event
+
+    register(image_builder, recipe, recipe["version"])
+    oldest, second, *newest_five = build(image_builder, recipe, 7)
+    session = boto3.Session(region_name=REGIONS[0])
+    create_table(session)
+    recorder = Recorder(RecorderAws(session, TABLE))
+    # One group of one account, in one region, still runs the oldest image (a convergence found
+    # it current: the report names no image ARN, so the recorder reads the AMI's own tags).
+    report = result_event(
+        outcome="current",
+        rollout=None,
+        ami_before=oldest["eu-west-1"],
+        ami_after=oldest["eu-west-1"],
+    )
+    assert recorder.record(report)["inUseTagged"] == [oldest["eu-west-1"]]
+
+    image_builder.run_lifecycle(policy, long_after_the_last_build(7))
+
+    assert registered(oldest) == {"eu-west-1": True, "us-east-1": False}
+    assert registered(second) == {"eu-west-1": False, "us-east-1": False}
+    assert all(all(registered(amis).values()) for amis in newest_five)
+
+
+def test_the_recorder_writes_the_tag_the_lifecycle_policy_excludes():
+    from handlers.recorder.logic import IN_USE_TAG, IN_USE_TAG_VALUE
+
+    assert {IN_USE_TAG: IN_USE_TAG_VALUE} == IN_USE_AMI_TAG

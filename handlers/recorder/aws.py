@@ -17,7 +17,12 @@ import boto3
 from botocore.config import Config
 
 from handlers.common import status
-from handlers.recorder.logic import IMAGE_BUILDER_ARN_TAG, IN_USE_TAG, rollout_id_of_image
+from handlers.recorder.logic import (
+    IMAGE_BUILDER_ARN_TAG,
+    IN_USE_TAG,
+    IN_USE_TAG_VALUE,
+    rollout_id_of_image,
+)
 
 CLIENT_CONFIG = Config(
     retries={"mode": "standard", "total_max_attempts": 5},
@@ -121,7 +126,7 @@ class RecorderAws:
 
     def tag_in_use(self, region: str, ami_ids: Iterable[str]) -> None:
         self._ec2(region).create_tags(
-            Resources=sorted(ami_ids), Tags=[{"Key": IN_USE_TAG, "Value": "true"}]
+            Resources=sorted(ami_ids), Tags=[{"Key": IN_USE_TAG, "Value": IN_USE_TAG_VALUE}]
         )
 
     def untag_in_use(self, region: str, ami_ids: Iterable[str]) -> None:

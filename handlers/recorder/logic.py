@@ -28,6 +28,7 @@ from handlers.common.status import (
 )
 
 IN_USE_TAG = "golden-ami:in-use"
+IN_USE_TAG_VALUE = "true"  # the lifecycle exclusion matches key and value
 # Image Builder tags every AMI it distributes with the ARN of its image.
 IMAGE_BUILDER_ARN_TAG = "Ec2ImageBuilderArn"
 
