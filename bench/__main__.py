@@ -19,6 +19,7 @@ import sys
 import time
 import types
 
+from bench import rollout_status
 from bench.sequential import sequential_fanout
 from bench.simulated_aws import INFRA_ACCOUNT, SimulatedAws
 
@@ -146,6 +147,16 @@ def main(argv: list[str] | None = None) -> int:
         f"scaled per account to {args.accounts} accounts: {scaled:.1f} s"
     )
     print(f"fan-out speedup: {scaled / wall:.1f}x")
+
+    recorded, per_second, status_seconds, groups = rollout_status.measure(args.accounts)
+    if recorded != args.accounts * len(REGIONS) * 2:
+        print(f"error: the recorder recorded {recorded} events")
+        return 1
+    print(
+        f"rollout status: recorder logic {per_second:,.0f} events/s ({recorded} events: a start "
+        f"and a refresh end per group); `rollout status` of {groups} groups in "
+        f"{status_seconds * 1000:.0f} ms (in-memory table: code only, no DynamoDB latency)"
+    )
     return 0
 
 

@@ -32,4 +32,10 @@ def test_bench_prints_both_runs_and_the_speedup_line(capsys, monkeypatch):
         r"scaled per account to 6 accounts: [\d.]+ s",
         lines[2],
     )
-    assert re.fullmatch(r"fan-out speedup: \d+\.\dx", lines[-1])
+    assert re.fullmatch(r"fan-out speedup: \d+\.\dx", lines[3])
+    assert re.fullmatch(
+        r"rollout status: recorder logic [\d,]+ events/s \(24 events: a start and a refresh end "
+        r"per group\); `rollout status` of 12 groups in \d+ ms \(in-memory table: code only, "
+        r"no DynamoDB latency\)",
+        lines[4],
+    )
