@@ -59,6 +59,7 @@ HANDLER_OPERATIONS = (
     "ec2.DescribeLaunchTemplateVersions",
     "ecs.DescribeCapacityProviders",
     "ecs.DescribeClusters",
+    "events.PutEvents",
     "imagebuilder.ListImagePipelineImages",
     "imagebuilder.StartImagePipelineExecution",
     "imagebuilder.TagResource",
