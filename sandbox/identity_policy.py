@@ -204,19 +204,25 @@ def _operator_holds(operator: str, tests: Mapping[str, Any], context: Mapping[st
             f"{sorted(_STRING_OPERATORS | _ARN_OPERATORS)}"
         )
     negated = "Not" in operator
+    if not isinstance(tests, Mapping):
+        raise UnsupportedPolicyError(f"condition {operator} {tests!r}: expected keys and values")
     for key, expected in tests.items():
         if key.lower() not in SUPPORTED_CONDITION_KEYS:
             raise UnsupportedPolicyError(
                 f"condition key {key!r} is not supported; supported: "
                 f"{sorted(SUPPORTED_CONDITION_KEYS)}"
             )
+        values = _strings(expected, key)
+        for value in values:
+            # IAM substitutes policy variables in condition values too; compared literally, a
+            # variable would silently decide the other way.
+            if "${" in value:
+                raise UnsupportedPolicyError(f"policy variables ({value!r}) are not supported")
         actual = context.get(key.lower())
         if actual is None:
             holds = negated  # a missing key matches nothing
         else:
-            matched = any(
-                _value_matches(operator, value, actual) for value in _strings(expected, key)
-            )
+            matched = any(_value_matches(operator, value, actual) for value in values)
             holds = matched != negated
         if not holds:
             return False

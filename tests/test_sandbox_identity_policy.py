@@ -211,6 +211,26 @@ def test_a_deny_whose_condition_does_not_hold_does_not_apply() -> None:
             allow(Action="*", Resource="arn:aws:lambda:*:${aws:PrincipalAccount}:*"),
             "policy variables",
         ),
+        (
+            allow(
+                Action="*",
+                Resource="*",
+                Condition={"StringEquals": {"aws:PrincipalAccount": "${aws:ResourceAccount}"}},
+            ),
+            "policy variables",
+        ),
+        (
+            deny(
+                Action="*",
+                Resource="*",
+                Condition={"StringNotLike": {"aws:PrincipalArn": "arn:aws:iam::${aws:Foo}:*"}},
+            ),
+            "policy variables",
+        ),
+        (
+            allow(Action="*", Resource="*", Condition={"StringEquals": ["aws:RequestedRegion"]}),
+            "expected keys and values",
+        ),
         (allow(Principal="*", Action="*", Resource="*"), "Principal"),
         (allow(Action="*"), "Resource, NotResource"),
         ({"Effect": "Maybe", "Action": "*", "Resource": "*"}, "Maybe"),
