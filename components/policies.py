@@ -380,6 +380,7 @@ def refresh_policy(
                 "autoscaling:DescribeAutoScalingGroups",
                 "autoscaling:DescribeInstanceRefreshes",
                 "ec2:DescribeImages",
+                "ec2:DescribeInstances",
                 "ec2:DescribeLaunchTemplateVersions",
             ],
             "Resource": "*",

@@ -95,6 +95,8 @@ BAD_INPUTS = [
              "an operator cancelled the refresh", NO_WRITE),
     BadInput("mixed instances override with its own launch template", REFRESH, "rejected",
              "carry their own launch template or ImageId", NO_WRITE),
+    BadInput("launch template shared with another team's group on $Latest", REFRESH, "rejected",
+             "which follow $Latest and are not targets of this function", NO_WRITE),
 ]  # fmt: skip
 ROWS = {row.name: row for row in BAD_INPUTS}
 # Keys tests/test_config.py has no bad value for: (stack, overrides, key, what is allowed).
@@ -302,6 +304,8 @@ def refresh_world() -> Iterator[RefreshWorld]:
         group("ecs-busy", amis["current"])
         group("ecs-quarantined", amis["current"])
         group("ecs-held", amis["current"])
+        shared_template = group("ecs-shared", amis["current"])
+        fx.auto_scaling_group(session, "other-team", shared_template, "$Latest", capacity=0)
         own_template = group("ecs-override", amis["current"], create=False)
         fx.auto_scaling_group(session, "ecs-override", own_template, "1", capacity=2, mixed=True,
                               extra_overrides=[{"InstanceType": "m7g.large",
@@ -349,6 +353,7 @@ def refresh_world() -> Iterator[RefreshWorld]:
         ("quarantined AMI", "ecs-quarantined", "new"),
         ("AMI held after an operator cancelled its refresh", "ecs-held", "new"),
         ("mixed instances override with its own launch template", "ecs-override", "new"),
+        ("launch template shared with another team's group on $Latest", "ecs-shared", "new"),
     ],
 )
 def test_refresh_bad_input(row, group, amis, refresh_world):

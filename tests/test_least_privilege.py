@@ -98,6 +98,7 @@ NO_RESOURCE_LEVEL_PERMISSION = {
     "autoscaling:DescribeAutoScalingGroups",
     "autoscaling:DescribeInstanceRefreshes",
     "ec2:DescribeImages",
+    "ec2:DescribeInstances",
     "ec2:DescribeLaunchTemplateVersions",
     "organizations:ListAccounts",
     "organizations:ListAccountsForParent",

@@ -806,3 +806,75 @@ def botocore_response(status: int):
     from botocore.awsrequest import AWSResponse
 
     return AWSResponse("https://events.amazonaws.com/", status, {}, None)
+
+
+# --- rule 10: a launch template shared with a group that follows $Latest ------------------------
+
+
+def test_another_target_following_latest_on_the_template_is_pinned_before_the_new_version(world):
+    world.add_group("ecs-b", world.template_id, "$Latest")
+
+    results = world.run(world.rollout(world.new_ami))
+
+    a, b = results
+    assert a["outcome"] == "started" and a["pinnedGroups"] == {"ecs-b": 1}, a
+    # Without the pin, version 2 (the new AMI) is what ecs-b's $Latest resolves to and it would
+    # be reported current while all its instances run the old AMI.
+    assert b["outcome"] == "started" and b["launchTemplateVersion"] == 2, b
+    [pin] = world.ran("UpdateAutoScalingGroup")
+    assert pin.params == {
+        "AutoScalingGroupName": "ecs-b",
+        "LaunchTemplate": {"LaunchTemplateId": world.template_id, "Version": "1"},
+    }
+    assert world.writes().index("UpdateAutoScalingGroup") < world.writes().index(
+        "CreateLaunchTemplateVersion"
+    )
+    world.emulator.run_until_settled()
+    assert fx.instance_images(world.session, "ecs-b") == [world.new_ami] * 4
+
+
+def test_a_group_of_someone_else_following_latest_on_the_template_is_refused(world):
+    fx.auto_scaling_group(world.session, "batch-jobs", world.template_id, "$Latest")
+
+    result = only(world.run(world.rollout(world.new_ami)))
+
+    assert result["outcome"] == "rejected", result
+    assert f"launch template {world.template_id} is shared with batch-jobs" in result["reason"]
+    assert world.writes() == []
+
+
+def test_a_group_following_default_is_not_moved_by_a_new_version_and_not_refused(world):
+    fx.auto_scaling_group(world.session, "batch-jobs", world.template_id, "$Default")
+    assert only(world.run(world.rollout(world.new_ami)))["outcome"] == "started"
+
+
+def test_a_version_naming_the_image_while_the_instances_run_the_old_one_is_not_current(world):
+    world.session.client("ec2").create_launch_template_version(
+        LaunchTemplateId=world.template_id,
+        SourceVersion="1",
+        VersionDescription="switched by hand",
+        LaunchTemplateData={"ImageId": world.new_ami},
+    )
+    world.session.client("autoscaling").update_auto_scaling_group(
+        AutoScalingGroupName="ecs-a",
+        LaunchTemplate={"LaunchTemplateId": world.template_id, "Version": "2"},
+    )
+
+    result = only(world.run(world.rollout(world.new_ami)))
+
+    assert result["outcome"] == "started", result
+    world.emulator.run_until_settled()
+    assert fx.instance_images(world.session, "ecs-a") == [world.new_ami] * 4
+    assert only(world.run(world.rollout(world.new_ami)))["outcome"] == "current"
+
+
+def test_the_shared_template_check_reads_every_page_of_groups(world):
+    other_template = fx.launch_template(world.session, [world.current_ami])
+    for n in range(120):  # DescribeAutoScalingGroups answers 100 per page at most
+        fx.auto_scaling_group(world.session, f"other-{n:03d}", other_template, "1", capacity=0)
+    fx.auto_scaling_group(world.session, "zz-follower", world.template_id, "$Latest", capacity=0)
+
+    result = only(world.run(world.rollout(world.new_ami)))
+
+    assert result["outcome"] == "rejected" and "zz-follower" in result["reason"], result
+    assert len(world.ran("DescribeAutoScalingGroups")) == 3  # the group, then two pages

@@ -330,7 +330,11 @@ def test_ami_list_tag_round_trip_and_duplicates():
 
 
 def test_current_means_same_image():
-    assert rules.is_current("ami-1", "ami-1") and not rules.is_current("ami-1", "ami-2")
+    assert rules.is_current("ami-1", ["ami-1", "ami-1"], "ami-1")
+    assert rules.is_current("ami-1", [], "ami-1")  # no instances: the configuration decides
+    assert not rules.is_current("ami-1", ["ami-1"], "ami-2")
+    # The version names the image, an instance still runs the old one: not current.
+    assert not rules.is_current("ami-2", ["ami-1", "ami-2"], "ami-2")
 
 
 # --- rule 9: failing cluster ----------------------------------------------------------------------
@@ -364,3 +368,36 @@ def test_only_overrides_with_their_own_template_or_image_are_refused():
     )
     assert reason is not None
     assert reason.startswith("the MixedInstancesPolicy overrides for m7g.large, override 2 carry")
+
+
+# --- rule 10: a shared launch template -----------------------------------------------------------
+
+
+def test_latest_followers_by_id_or_name_main_or_override():
+    def group(name: str, spec: dict, *, override: dict | None = None, mixed: bool = False) -> dict:
+        if not mixed and override is None:
+            return {"AutoScalingGroupName": name, "LaunchTemplate": spec}
+        overrides = [{"InstanceType": "m7g.large", "LaunchTemplateSpecification": override}]
+        policy = {"LaunchTemplate": {"LaunchTemplateSpecification": spec, "Overrides": overrides}}
+        return {"AutoScalingGroupName": name, "MixedInstancesPolicy": policy}
+
+    groups = [
+        group("self", {"LaunchTemplateId": "lt-1", "Version": "$Latest"}),
+        group("by-id", {"LaunchTemplateId": "lt-1", "Version": "$Latest"}),
+        group("by-name", {"LaunchTemplateName": "ecs", "Version": "$Latest"}),
+        group("default", {"LaunchTemplateId": "lt-1", "Version": "$Default"}),
+        group("numbered", {"LaunchTemplateId": "lt-1", "Version": "3"}),
+        group("other-template", {"LaunchTemplateId": "lt-2", "Version": "$Latest"}),
+        group(
+            "override",
+            {"LaunchTemplateId": "lt-2", "Version": "1"},
+            override={"LaunchTemplateId": "lt-1", "Version": "$Latest"},
+        ),
+    ]
+    found = rules.latest_followers(groups, "lt-1", "ecs", exclude="self")
+    assert [(f.group_name, f.ref is not None) for f in found] == [
+        ("by-id", True),
+        ("by-name", True),
+        ("override", False),  # cannot be pinned by pinning the main specification
+    ]
+    assert found[0].ref == rules.TemplateRef("lt-1", "$Latest", None)

@@ -48,11 +48,13 @@ class GroupResult:
     launchTemplateVersion: int | None = None  # noqa: N815
     instanceRefreshId: str | None = None  # noqa: N815
     pinnedVersion: int | None = None  # noqa: N815 - $Latest/$Default pinned to this number
+    # Other targets on the same template that followed $Latest, pinned before the new version.
+    pinnedGroups: dict[str, int] = field(default_factory=dict)  # noqa: N815
     released: str | None = None  # the AMI a release action took out of quarantine or hold
     warnings: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return {key: value for key, value in asdict(self).items() if value not in (None, [])}
+        return {key: value for key, value in asdict(self).items() if value not in (None, [], {})}
 
 
 class _DecidedError(Exception):
@@ -186,7 +188,9 @@ def _converge(
             f"instance refresh {active['InstanceRefreshId']} is {active['Status']}; the "
             "finished-refresh event re-runs convergence",
         )
-    if rules.is_current(current_image_id, image.image_id):
+    if current_image_id == image.image_id and rules.is_current(
+        current_image_id, aws.instance_images(_instance_ids(group)), image.image_id
+    ):
         raise _DecidedError("current", f"version {current_number} already uses {image.image_id}")
     if image.image_id in verdicts.quarantined:
         raise _DecidedError(
@@ -206,16 +210,17 @@ def _converge(
 
     if reason := rules.failing_alarms_reason(aws.alarm_states(list(target.rollback_alarm_names))):
         raise _DecidedError("deferred", reason)
+    versions = aws.launch_template_versions(ref.template_id)
+    version = rules.reusable_version(versions, current_data, image.image_id)
+    followers = [] if version is not None else _latest_followers(aws, settings, current, group_name)
 
     # Writes start here: every rule that can refuse has been checked.
-    if rules.needs_numbered_pin(ref):
-        aws.update_group(rules.pinned_group_update(group_name, ref, current_number))
-        result.pinnedVersion = current_number
+    _pin(aws, group_name, ref, current_number, result)
+    latest_number = max(v["VersionNumber"] for v in versions)
+    for follower_name, follower_ref in followers:  # pinned where $Latest resolves now
+        _pin(aws, follower_name, follower_ref, latest_number, result)
     if warning := _draining_warning(aws, target, group["AutoScalingGroupARN"]):
         result.warnings.append(warning)
-    version = rules.reusable_version(
-        aws.launch_template_versions(ref.template_id), current_data, image.image_id
-    )
     if version is None:
         version = aws.create_launch_template_version(
             ref.template_id,
@@ -235,6 +240,44 @@ def _converge(
             "deferred", f"another instance refresh started first: {error}"
         ) from None
     return f"refreshing from version {current_number} ({current_image_id}) to version {version}"
+
+
+def _instance_ids(group: Mapping[str, Any]) -> list[str]:
+    return [instance["InstanceId"] for instance in group.get("Instances", [])]
+
+
+def _latest_followers(
+    aws: RefreshAws, settings: Settings, current: Mapping[str, Any], group_name: str
+) -> list[tuple[str, rules.TemplateRef]]:
+    """Other groups a new version of the template would move: targets of this function, to pin
+    first. Refuses when any is not a target (or follows $Latest in an override)."""
+    followers = rules.latest_followers(
+        aws.all_groups(), current["LaunchTemplateId"], current["LaunchTemplateName"], group_name
+    )
+    pinnable = [
+        (follower.group_name, follower.ref)
+        for follower in followers
+        if follower.ref is not None and settings.target(follower.group_name) is not None
+    ]
+    if len(pinnable) < len(followers):
+        refused = [f for f in followers if f.group_name not in dict(pinnable)]
+        raise _DecidedError(
+            "rejected", rules.shared_template_reason(current["LaunchTemplateId"], refused)
+        )
+    return pinnable
+
+
+def _pin(
+    aws: RefreshAws, group_name: str, ref: rules.TemplateRef, number: int, result: GroupResult
+) -> None:
+    """$Latest/$Default -> the number it resolves to now (rule 2), for this or another group."""
+    if not rules.needs_numbered_pin(ref):
+        return
+    aws.update_group(rules.pinned_group_update(group_name, ref, number))
+    if group_name == result.autoScalingGroupName:
+        result.pinnedVersion = number
+    else:
+        result.pinnedGroups[group_name] = number
 
 
 def _template_ref(group: Mapping[str, Any], target: Target) -> rules.TemplateRef:

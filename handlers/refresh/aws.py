@@ -6,7 +6,7 @@ IAM actions it can call (the component's policy must grant exactly these):
   autoscaling:CreateOrUpdateTags, ec2:DescribeImages, ec2:DescribeLaunchTemplateVersions,
   ec2:CreateLaunchTemplateVersion, ecs:DescribeClusters, ecs:DescribeCapacityProviders,
   events:PutEvents (the default bus: the results the rollout status receives),
-  cloudwatch:DescribeAlarms, cloudwatch:PutMetricData
+  cloudwatch:DescribeAlarms, cloudwatch:PutMetricData, ec2:DescribeInstances
 (UpdateAutoScalingGroup/StartInstanceRefresh with a launch template also need ec2:RunInstances
 and iam:PassRole on the template's instance role: DESIGN §7.)
 """
@@ -69,6 +69,15 @@ class RefreshAws:
             "AutoScalingGroups"
         ]
         return cast("dict[str, Any]", groups[0]) if groups else None
+
+    def all_groups(self) -> list[dict[str, Any]]:
+        """Every group of the region: DescribeAutoScalingGroups filters by tag only, not by
+        launch template (and has no resource-level permission)."""
+        paginator = self._autoscaling.get_paginator("describe_auto_scaling_groups")
+        pages = paginator.paginate(PaginationConfig={"PageSize": 100})
+        return [
+            cast("dict[str, Any]", group) for page in pages for group in page["AutoScalingGroups"]
+        ]
 
     def instance_refreshes(self, group_name: str) -> list[dict[str, Any]]:
         """The group's refresh history, newest first, with EndTime as ISO text."""
@@ -151,6 +160,19 @@ class RefreshAws:
             IncludeDeprecated=False,
         )
         return [_image(raw) for page in pages for raw in page["Images"]]
+
+    def instance_images(self, instance_ids: list[str]) -> list[str]:
+        """The image each of these instances runs (terminated ones included while listed)."""
+        if not instance_ids:
+            return []
+        paginator = self._ec2.get_paginator("describe_instances")
+        pages = paginator.paginate(InstanceIds=instance_ids)
+        return [
+            instance["ImageId"]
+            for page in pages
+            for reservation in page["Reservations"]
+            for instance in reservation["Instances"]
+        ]
 
     def launch_template_version(self, template_id: str, version: str) -> dict[str, Any]:
         """The version `version` ("7", "$Latest", "$Default") resolves to."""

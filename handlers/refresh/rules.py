@@ -13,7 +13,8 @@
   7. quarantine of rolled-back AMIs, 10. hold of cancelled ones, 9. only refreshes this tool
      started count: refreshes_to_record, started_by_this_tool, parse_ami_list_tag,
      ami_list_tag_value
-  8. already on target -> current: is_current
+  8. already on target -> current: is_current (configured version and running instances)
+  10. a shared template's other groups on $Latest: latest_followers, shared_template_reason
   9. never start into a failing cluster: failing_alarms_reason
 """
 
@@ -356,8 +357,72 @@ def ami_list_tag_value(ami_ids: Sequence[str]) -> tuple[str, list[str]]:
 # --- rule 8 -----------------------------------------------------------------------------------
 
 
-def is_current(current_image_id: str, target_image_id: str) -> bool:
-    return current_image_id == target_image_id
+def is_current(
+    configured_image_id: str, running_image_ids: Iterable[str], target_image_id: str
+) -> bool:
+    """The configured version uses the image *and* every instance runs it (DESIGN §5.10).
+
+    A version can name the new image while the instances still run the old one: a template
+    version created under a group that follows `$Latest`, or a configuration changed by hand.
+    """
+    return configured_image_id == target_image_id and all(
+        running == target_image_id for running in running_image_ids
+    )
+
+
+# --- rule 10: a launch template shared with a group that follows $Latest -------------------------
+
+
+@dataclass(frozen=True)
+class LatestFollower:
+    """Another group on the same launch template whose configuration names `$Latest`.
+
+    CreateLaunchTemplateVersion moves `$Latest` (never `$Default`): such a group would launch
+    the new image from then on, without a refresh and without a rollback.
+    """
+
+    group_name: str
+    ref: TemplateRef | None  # its pinnable main specification; None when an override follows
+
+
+def latest_followers(
+    groups: Iterable[Mapping[str, Any]], template_id: str, template_name: str, exclude: str
+) -> list[LatestFollower]:
+    """Groups other than `exclude` whose launch template (or an override's) follows `$Latest`."""
+
+    def follows(spec: Mapping[str, Any] | None) -> bool:
+        if not spec or spec.get("Version") != "$Latest":
+            return False
+        return spec.get("LaunchTemplateId") == template_id or (
+            "LaunchTemplateId" not in spec and spec.get("LaunchTemplateName") == template_name
+        )
+
+    found = []
+    for group in groups:
+        name = group.get("AutoScalingGroupName", "")
+        policy = group.get("MixedInstancesPolicy")
+        main = (
+            policy.get("LaunchTemplate", {}).get("LaunchTemplateSpecification")
+            if policy
+            else group.get("LaunchTemplate")
+        )
+        overrides = (policy or {}).get("LaunchTemplate", {}).get("Overrides") or []
+        override_follows = any(follows(o.get("LaunchTemplateSpecification")) for o in overrides)
+        if name == exclude or not (follows(main) or override_follows):
+            continue
+        ref = None if override_follows else TemplateRef(template_id, "$Latest", policy)
+        found.append(LatestFollower(name, ref))
+    return sorted(found, key=lambda follower: follower.group_name)
+
+
+def shared_template_reason(template_id: str, refused: Sequence[LatestFollower]) -> str:
+    names = ", ".join(follower.group_name for follower in refused)
+    return (
+        f"launch template {template_id} is shared with {names}, which follow $Latest and are "
+        "not targets of this function (or follow it in a MixedInstancesPolicy override): a new "
+        "version would move them onto the new AMI without a refresh or a rollback; pin them to "
+        "a version number or make them targets"
+    )
 
 
 # --- rule 9 -----------------------------------------------------------------------------------
