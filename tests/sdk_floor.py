@@ -56,6 +56,7 @@ HANDLER_OPERATIONS = (
     "ec2.CreateTags",
     "ec2.DeleteTags",
     "ec2.DescribeImages",
+    "ec2.DescribeInstances",
     "ec2.DescribeLaunchTemplateVersions",
     "ecs.DescribeCapacityProviders",
     "ecs.DescribeClusters",
