@@ -47,7 +47,10 @@ from moto.iam.models import iam_backends
 from moto.moto_api._internal import mock_random
 
 from handlers.common.log import JsonFormatter
+from handlers.recorder import app as recorder_app
+from rollout import status as rollout_status
 from sandbox.ecs_alarm import EventBridgeEmulator, ecs_service_event, ecs_task_stopped_event
+from sandbox.event_buses import EventBuses
 from sandbox.image_builder import ImageBuilderEmulator, sns_envelope
 from sandbox.instance_refresh import ACTIVE_STATUSES, InstanceRefreshEmulator
 from sandbox.lambda_invoke import Invocation, LambdaRouter
@@ -144,12 +147,17 @@ def parse_options(argv: Sequence[str]) -> DemoOptions:
 
 def run_demo(options: DemoOptions, out: TextIO | None) -> dict[str, Any]:
     """Run the story, print its timeline to `out`, write and return the report."""
+    # A new deployment: the recorder's execution environments (cached clients) start fresh.
+    recorder_app.recorder.cache_clear()
     with mock_aws(), shared_service_models(), _handler_logs_captured() as handler_logs:
         mock_random.seed(options.seed)
         story = Story(options, out)
         with story.emulators_installed():
             story.tell()
             report = story.report()
+            status_table = story.rollout_status_table()
+    if out is not None:
+        out.write(f"\n== Rollout status (python -m rollout status)\n{status_table}")
     write_report(options.report, report)
     if options.handler_log is not None:
         options.handler_log.write_text(handler_logs.getvalue())
@@ -239,6 +247,8 @@ class Story:
         start = _clock_start()
         self.refresh = InstanceRefreshEmulator(event_sink=self._on_refresh_event, start_time=start)
         self.image_builder = ImageBuilderEmulator(clock=lambda: self.refresh.now)
+        # Events between accounts' buses, as EventBridge delivers them (the rollout status).
+        self.buses = EventBuses(clock=lambda: self.now, organization_of=self._organization_of)
         self.sts_trust = StsTrustEmulator()
         self.timeline = Timeline(start, out)
         self.workloads: list[Account] = []
@@ -253,7 +263,10 @@ class Story:
             # Lambda assumes each function's execution role as its service principal. A session
             # takes the hooks installed when it is created, so the router's is created in here.
             self.router = LambdaRouter(self.sts_trust.service_session(LAMBDA_SERVICE))
-            with self.router.installed():
+            with (
+                self.router.installed(),
+                self.buses.installed(boto3.Session(region_name=HOME_REGION)),
+            ):
                 yield
 
     @property
@@ -294,6 +307,7 @@ class Story:
         self.release_payloads(STORY_PAYLOADS)
         self.timeline.heading("Second convergence")
         self.converge_again()
+        self.settle()
 
     # --- set-up -----------------------------------------------------------------------------
 
@@ -360,7 +374,8 @@ class Story:
             run, self.infra.account_id, self._sessions_of(self.infra), self.router
         )
         self.infra.stack = self.infra_stack
-        self.infra.events = EventBridgeEmulator(self.infra.session, HOME_REGION)
+        self.infra.events = EventBridgeEmulator(self.infra.session, HOME_REGION, self.buses)
+        self.buses.register(self.infra.account_id, HOME_REGION, self.infra.events)
         self._register_pipeline(run)
         self.bucket = run.outputs["bucketName"]
         self.topic_arn = run.outputs["imageTopicArn"]
@@ -435,8 +450,7 @@ class Story:
                     "organizationId": self.organization_id,
                     "regions": list(WORKLOAD_REGIONS),
                     "fanoutRoleArn": self._fanout_role_arn(),
-                    # The sandbox does not route events between accounts' buses yet.
-                    "rolloutBusArn": None,
+                    "rolloutBusArn": self.infra_stack.run.outputs["rolloutBusArn"],
                     "ecsInstanceRoleArn": f"arn:aws:iam::{account.account_id}:role/ecsInstanceRole",
                     "targets": [
                         {
@@ -448,7 +462,8 @@ class Story:
                 },
             )
             account.stack = deploy(run, account.account_id, self._sessions_of(account), self.router)
-            account.events = EventBridgeEmulator(account.session, HOME_REGION)
+            account.events = EventBridgeEmulator(account.session, HOME_REGION, self.buses)
+            self.buses.register(account.account_id, HOME_REGION, account.events)
             rules = account.client("events").list_rules()["Rules"]
             self.note(
                 account.name,
@@ -655,6 +670,8 @@ class Story:
             error = f"{error_type.rsplit('.', 1)[-1]}: {message}"
             return [(account, function, f"invocation failed (Lambda retries it): {error}")]
         result = invocation.result
+        if "recorded" in result:  # the rollout recorder
+            return [("infra", "rollout recorder", self._recorded(invocation.event, result))]
         if "counts" in result:  # the fan-out's summary
             counts = ", ".join(f"{n} {outcome}" for outcome, n in result["counts"].items())
             lines = [(account, "fan-out", counts)]
@@ -677,6 +694,24 @@ class Story:
                 )
             ]
         return [(account, step, _group_result(group)) for group in result["results"]]
+
+    def _recorded(self, event: dict[str, Any], result: dict[str, Any]) -> str:
+        detail = event.get("detail") or {}
+        group = detail.get("autoScalingGroupName") or detail.get("AutoScalingGroupName")
+        who = f"{self._name_of(event.get('account', ''))} {group}"
+        if not result["recorded"]:
+            why = (
+                result.get("refused")
+                or result.get("unplaced")
+                or "not newer than the recorded state"
+            )
+            return f"{who}: not recorded ({why})"
+        text = f"{who}: {result['state']} (rollout {result['rolloutId']})"
+        if result.get("inUseTagged") or result.get("inUseUntagged"):
+            text += (
+                f"; in-use tag +{result.get('inUseTagged', [])} -{result.get('inUseUntagged', [])}"
+            )
+        return text
 
     def _on_refresh_event(self, event: dict[str, Any]) -> None:
         """The instance refresh's EventBridge events, on the account's default bus."""
@@ -830,6 +865,23 @@ class Story:
 
     # --- the end ------------------------------------------------------------------------------
 
+    def _organization_of(self, account_id: str) -> str | None:
+        return self.organization_id if self._account_by_id(account_id) else None
+
+    def rollout_status_table(self) -> str:
+        """`python -m rollout status` for the newest rollout, from the infra account's table."""
+        out = io.StringIO()
+        rollout_status.run(
+            rollout_status.parse(["--table", self._rollout_table()]),
+            out,
+            session=self.infra.session,
+            now=self.now,
+        )
+        return out.getvalue()
+
+    def _rollout_table(self) -> str:
+        return self.infra_stack.run.outputs["rolloutTableName"]
+
     def converge_again(self) -> None:
         """What the optional schedule (or an operator) does: converge every enrolled account."""
         for account in self.workloads:
@@ -852,6 +904,12 @@ class Story:
                 "payloads": image["payloads"],
             },
             "accounts": [self._account_report(account) for account in self.workloads],
+            # What the infra account's rollout status recorded: the CLI's own JSON document.
+            "rollout": rollout_status.build_report(
+                rollout_status.StatusTable(self.infra.session, self._rollout_table()),
+                None,
+                self.now,
+            ).as_json(),
             "timeline": self.timeline.as_report(),
         }
 

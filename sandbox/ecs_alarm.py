@@ -387,28 +387,42 @@ class EventBridgeEmulator:
     `session` carries that account's credentials (in moto they select the account's backends).
     """
 
-    def __init__(self, session: boto3.Session, region: str):
+    def __init__(self, session: boto3.Session, region: str, buses: Any = None):
+        """`buses` (`sandbox.event_buses.EventBuses`) delivers to other accounts' buses."""
         self.region = region
+        self._buses = buses
         self._events = session.client("events", region_name=region)
         self._logs = session.client("logs", region_name=region)
         self._cloudwatch = session.client("cloudwatch", region_name=region)
         self._lambda = session.client("lambda", region_name=region)
         self._sqs = session.client("sqs", region_name=region)
 
-    def put_event(self, event: dict[str, Any], at: datetime) -> list[Delivery]:
-        """Deliver `event` to every enabled rule on the default bus whose pattern matches it."""
+    def put_event(
+        self, event: dict[str, Any], at: datetime, bus: str = "default"
+    ) -> list[Delivery]:
+        """Deliver `event` to every enabled rule on `bus` whose pattern matches it."""
         deliveries = []
-        for rule in self._enabled_rules():
+        for rule in self._enabled_rules(bus):
             if "EventPattern" not in rule or not event_matches(rule["EventPattern"], event):
                 continue
-            targets = self._events.list_targets_by_rule(Rule=rule["Name"])["Targets"]
+            targets = self._events.list_targets_by_rule(Rule=rule["Name"], EventBusName=bus)[
+                "Targets"
+            ]
             for target in targets:
                 self._deliver(target, event, at)
                 deliveries.append(Delivery(rule["Name"], target["Arn"]))
         return deliveries
 
-    def _enabled_rules(self) -> list[dict[str, Any]]:
-        rules, kwargs = [], {}
+    def bus_policy(self, bus: str) -> dict[str, Any] | None:
+        """The bus's resource policy ({} without one), or None when there is no such bus."""
+        try:
+            described = self._events.describe_event_bus(Name=bus)
+        except self._events.exceptions.ResourceNotFoundException:
+            return None
+        return json.loads(described["Policy"]) if described.get("Policy") else {}
+
+    def _enabled_rules(self, bus: str) -> list[dict[str, Any]]:
+        rules, kwargs = [], {"EventBusName": bus}
         while True:
             page = self._events.list_rules(**kwargs)
             rules.extend(rule for rule in page["Rules"] if rule.get("State") == "ENABLED")
@@ -426,6 +440,8 @@ class EventBridgeEmulator:
             self._lambda.invoke(
                 FunctionName=arn, InvocationType="Event", Payload=json.dumps(event).encode()
             )
+        elif service == "events" and resource.startswith("event-bus/") and self._buses:
+            self._buses.forward(target, event)
         elif service == "sqs":
             queue_url = self._sqs.get_queue_url(
                 QueueName=resource, QueueOwnerAWSAccountId=arn.split(":")[4]

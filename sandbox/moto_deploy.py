@@ -173,6 +173,8 @@ def _sns_subscription(
 
 def _event_rule(resource: RecordedResource, session: boto3.Session, region: str, *_: Any) -> None:
     arguments = {"Name": _name(resource), "State": resource.inputs.get("state", "ENABLED")}
+    if resource.inputs.get("eventBusName"):
+        arguments["EventBusName"] = resource.inputs["eventBusName"]
     for prop, member in (
         ("eventPattern", "EventPattern"),
         ("scheduleExpression", "ScheduleExpression"),
@@ -191,8 +193,43 @@ def _event_target(resource: RecordedResource, session: boto3.Session, region: st
     }
     if resource.inputs.get("input"):
         target["Input"] = resource.inputs["input"]
+    if resource.inputs.get("roleArn"):
+        target["RoleArn"] = resource.inputs["roleArn"]
+    if (resource.inputs.get("deadLetterConfig") or {}).get("arn"):
+        target["DeadLetterConfig"] = {"Arn": resource.inputs["deadLetterConfig"]["arn"]}
     session.client("events", region_name=region).put_targets(
-        Rule=resource.inputs["rule"], Targets=[target]
+        Rule=resource.inputs["rule"],
+        EventBusName=resource.inputs.get("eventBusName") or "default",
+        Targets=[target],
+    )
+
+
+def _event_bus(resource: RecordedResource, session: boto3.Session, region: str, *_: Any) -> None:
+    session.client("events", region_name=region).create_event_bus(Name=_name(resource))
+
+
+def _event_bus_policy(
+    resource: RecordedResource, session: boto3.Session, region: str, *_: Any
+) -> None:
+    session.client("events", region_name=region).put_permission(
+        EventBusName=resource.inputs["eventBusName"], Policy=resource.inputs["policy"]
+    )
+
+
+def _dynamodb_table(
+    resource: RecordedResource, session: boto3.Session, region: str, *_: Any
+) -> None:
+    keys = [(resource.inputs["hashKey"], "HASH")]
+    if resource.inputs.get("rangeKey"):
+        keys.append((resource.inputs["rangeKey"], "RANGE"))
+    session.client("dynamodb", region_name=region).create_table(
+        TableName=_name(resource),
+        BillingMode=resource.inputs.get("billingMode", "PROVISIONED"),
+        AttributeDefinitions=[
+            {"AttributeName": a["name"], "AttributeType": a["type"]}
+            for a in resource.inputs["attributes"]
+        ],
+        KeySchema=[{"AttributeName": name, "KeyType": kind} for name, kind in keys],
     )
 
 
@@ -360,6 +397,9 @@ _APPLIERS: dict[str, Callable[..., None]] = {
     "aws:sns/topicSubscription:TopicSubscription": _sns_subscription,
     "aws:cloudwatch/eventRule:EventRule": _event_rule,
     "aws:cloudwatch/eventTarget:EventTarget": _event_target,
+    "aws:cloudwatch/eventBus:EventBus": _event_bus,
+    "aws:cloudwatch/eventBusPolicy:EventBusPolicy": _event_bus_policy,
+    "aws:dynamodb/table:Table": _dynamodb_table,
     "aws:cloudwatch/logGroup:LogGroup": _log_group,
     "aws:cloudwatch/logMetricFilter:LogMetricFilter": _metric_filter,
     "aws:cloudwatch/metricAlarm:MetricAlarm": _metric_alarm,

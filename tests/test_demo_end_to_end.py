@@ -47,13 +47,48 @@ def entries(report: dict[str, Any], account_name: str, step: str) -> list[tuple[
 
 
 def test_report_has_exactly_the_documented_schema(report: dict[str, Any]) -> None:
-    assert report.keys() == {"image", "accounts", "timeline"}
+    assert report.keys() == {"image", "accounts", "rollout", "timeline"}
     assert report["image"].keys() == {"arn", "amiId", "payloads"}
     for entry in report["accounts"]:
         assert entry.keys() == {"accountId", "name", "outcome", "groups"}
         for group in entry["groups"]:
             assert group.keys() == {"name", "refreshStatus", "imageBefore", "imageAfter"}
     assert all(e.keys() == {"time", "account", "step", "result"} for e in report["timeline"])
+
+
+def test_the_rollout_status_recorded_what_each_workload_account_did(
+    report: dict[str, Any],
+) -> None:
+    """Built from the infra account's status table (the CLI's JSON), not a second bookkeeping."""
+    rollout = report["rollout"]
+    accounts = {a["accountId"]: a for a in report["accounts"]}
+    states = {g["account"]: g for g in rollout["groups"]}
+    enrolled = {a["accountId"] for a in report["accounts"] if a["outcome"] == "invoked"}
+    assert set(states) == enrolled  # the not-enrolled account was never invoked, reports nothing
+    assert rollout["silent"] == 0 and rollout["settled"] is True
+    for account_id, group in states.items():
+        [local] = accounts[account_id]["groups"]
+        assert group["group"] == local["name"] and group["region"] == demo.HOME_REGION
+        if local["refreshStatus"] == "Successful":
+            assert group["phase"] == "succeeded", group
+        else:
+            assert local["refreshStatus"] == "RollbackSuccessful"
+            assert group["state"] in {"RollbackSuccessful", "quarantined"}, group
+            assert group["phase"] == "failed"
+    assert [a["account"] for a in rollout["attention"]] == [
+        a["accountId"] for a in report["accounts"] if a["name"] == FAILING
+    ]
+
+
+def test_the_demo_ends_with_the_rollout_status_table(run: tuple[dict[str, Any], str]) -> None:
+    report, printed = run
+    table = printed.split("== Rollout status (python -m rollout status)\n", 1)[1]
+    assert table.startswith(f"Rollout {report['rollout']['rolloutId']}: 2 groups reported")
+    for group in report["rollout"]["groups"]:
+        assert any(
+            line.split()[:4] == [group["account"], group["region"], group["group"], group["state"]]
+            for line in table.splitlines()
+        )
 
 
 def test_fan_out_outcome_per_account(report: dict[str, Any]) -> None:
@@ -166,8 +201,10 @@ def test_second_convergence_keeps_the_rolled_back_ami_quarantined(report: dict[s
 def test_timeline_is_printed_as_recorded(run: tuple[dict[str, Any], str]) -> None:
     report, printed = run
     lines = printed.splitlines()
-    positions = [lines.index(format_entry(TimelineEntry(**e))) for e in report["timeline"]]
-    assert positions == sorted(positions)
+    # Each entry is found after the previous one (two entries of one minute may read the same).
+    position = -1
+    for entry in report["timeline"]:
+        position = lines.index(format_entry(TimelineEntry(**entry)), position + 1)
     assert report["timeline"][0]["time"] == "+00:00:00"
 
 

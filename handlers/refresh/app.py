@@ -10,7 +10,6 @@ import logging
 import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import boto3
@@ -121,7 +120,7 @@ def _publish_metrics(aws: RefreshAws, outcomes: list[str]) -> None:
 def _report(aws: RefreshAws, results: list[dict[str, Any]], request: Request) -> None:
     """Tell the rollout status (DESIGN §10); the groups are handled whether or not this works."""
     image_arn = request.image_arn if isinstance(request, Rollout) else None
-    entries = report.result_entries(results, image_arn, datetime.now(UTC))
+    entries = report.result_entries(results, image_arn)
     try:
         failed = aws.put_events(entries)
     except (ClientError, BotoCoreError) as error:

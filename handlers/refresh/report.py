@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from datetime import datetime
 from typing import Any
 
 from handlers.common.status import RESULT_DETAIL_TYPE, RESULT_SCHEMA_VERSION, RESULT_SOURCE
@@ -21,9 +20,13 @@ PUT_EVENTS_BATCH = 10
 
 
 def result_entries(
-    results: Sequence[Mapping[str, Any]], image_arn: str | None, at: datetime
+    results: Sequence[Mapping[str, Any]], image_arn: str | None
 ) -> list[dict[str, Any]]:
-    """PutEvents entries for the group results of one invocation (`GroupResult.as_dict()`)."""
+    """PutEvents entries for the group results of one invocation (`GroupResult.as_dict()`).
+
+    No `Time`: EventBridge stamps the event when it receives it, the clock the Auto Scaling
+    refresh ends are stamped by too, so the recorder orders both on one clock.
+    """
     entries = []
     for result in results:
         detail = {
@@ -41,7 +44,6 @@ def result_entries(
                 "Source": RESULT_SOURCE,
                 "DetailType": RESULT_DETAIL_TYPE,
                 "Detail": json.dumps({k: v for k, v in detail.items() if v is not None}),
-                "Time": at,
             }
         )
     return entries
