@@ -356,6 +356,8 @@ class InstanceRefreshEmulator:
         self, account_id: str, region: str, params: dict[str, Any]
     ) -> dict[str, Any] | None:
         """A deleted version named by number is an error; anything else goes on to moto."""
+        if not params.get("Versions"):
+            return None
         template = _launch_template(account_id, region, params)
         for version in params.get("Versions", []):
             if str(version).isdigit() and self._is_deleted(
