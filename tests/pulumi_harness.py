@@ -41,7 +41,6 @@ PROGRAM = REPO_ROOT / "__main__.py"
 # Real AWS event samples kept in the repo (sources: tests/fixtures/aws-events/README.md).
 FIXTURES = REPO_ROOT / "tests" / "fixtures" / "aws-events"
 
-EXAMPLE_STACKS = ("infra", "workload-dev", "workload-prod")
 PROJECT = "golden-ami"
 
 # ARNs the mocks hand back, by resource type. `{name}` is the physical name.
