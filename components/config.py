@@ -279,6 +279,22 @@ OptionalSchedule = Annotated[
         optional=True,
     ),
 ]
+WaveName = Annotated[
+    str,
+    _matching(
+        r"[A-Za-z0-9][A-Za-z0-9_-]{0,39}",
+        "a wave name: 1-40 of A-Z a-z 0-9 _- starting with a letter or digit",
+    ),
+]
+REST_OF_ACCOUNTS = "rest"
+WaveMember = Annotated[
+    str,
+    _matching(
+        rf"{_ACCOUNT}|{_OU_ID}|{REST_OF_ACCOUNTS}",
+        "a 12-digit account id (quoted), an OU id (ou-…-…) or 'rest' (every account not in an "
+        "earlier wave)",
+    ),
+]
 LogRetentionDays = Literal[LOG_RETENTION_DAYS]  # type: ignore[valid-type]
 Percentage = Annotated[int, Field(ge=1, le=100)]
 
@@ -342,6 +358,35 @@ class RefreshPreferences(_StrictModel):
             # The API rejects a CheckpointDelay without CheckpointPercentages.
             del preferences["CheckpointPercentages"], preferences["CheckpointDelay"]
         return preferences
+
+
+class RolloutWave(_StrictModel):
+    """One wave of the progressive rollout (DESIGN §10): who, how long to watch, how strict."""
+
+    name: WaveName
+    accounts: Annotated[
+        tuple[WaveMember, ...],
+        AfterValidator(_non_empty("at least one account id, OU id or 'rest'")),
+    ]
+    # How long the wave's groups must stay healthy after they all settled.
+    soak_minutes: Annotated[int, Field(ge=0, le=10080)] = 0
+    # Failed groups (and silent accounts) the wave tolerates before the rollout halts.
+    max_failed_groups: Annotated[int, Field(ge=0)] = 0
+    approval: Literal["auto", "manual"] = "auto"
+    # An invoked account that has not reported every group by then counts as failed.
+    timeout_minutes: Annotated[int, Field(ge=1, le=1440)] = 60
+
+    @property
+    def is_rest(self) -> bool:
+        return self.accounts == (REST_OF_ACCOUNTS,)
+
+    @property
+    def account_ids(self) -> tuple[str, ...]:
+        return tuple(a for a in self.accounts if a.isdigit())
+
+    @property
+    def organizational_unit_ids(self) -> tuple[str, ...]:
+        return tuple(a for a in self.accounts if a.startswith("ou-"))
 
 
 class CommonConfig(_StrictModel):
@@ -512,6 +557,18 @@ class InfraConfig(CommonConfig):
     expected_account_ids: tuple[AccountId, ...] = ()
     fanout_max_concurrency: Annotated[int, Field(ge=1, le=64)] = 32
     fanout_timeout_seconds: Annotated[int, Field(ge=1, le=900)] = 300
+    # Unset (Pulumi passes [] for it, so [] is unset too): no wave gate, the fan-out follows
+    # the image topic, which is one wave of every account.
+    rollout_waves: tuple[RolloutWave, ...] = ()
+
+    @property
+    def waves_enabled(self) -> bool:
+        return bool(self.rollout_waves)
+
+    @property
+    def effective_waves(self) -> tuple[RolloutWave, ...]:
+        """The configured waves, or the single wave of every account when none is set."""
+        return self.rollout_waves or (RolloutWave(name="all", accounts=(REST_OF_ACCOUNTS,)),)
 
     @property
     def organization_arn(self) -> str:
@@ -591,7 +648,66 @@ class InfraConfig(CommonConfig):
                     "only read when accountSource is static",
                 )
             )
+        problems += self._wave_problems()
         return _raise_if(problems, self)
+
+    def _wave_problems(self) -> list[str]:
+        """An account or OU in one wave only, `rest` alone in the last wave, members reachable."""
+        problems: list[str] = []
+        first_wave_of: dict[str, str] = {}
+        names: set[str] = set()
+        last = len(self.rollout_waves) - 1
+        for index, wave in enumerate(self.rollout_waves):
+            if wave.name in names:
+                problems.append(_wave_problem(index, wave, "name", wave.name, "names are unique"))
+            names.add(wave.name)
+            if REST_OF_ACCOUNTS in wave.accounts and (index != last or not wave.is_rest):
+                problems.append(
+                    _wave_problem(
+                        index,
+                        wave,
+                        "accounts",
+                        list(wave.accounts),
+                        "'rest' (every account not in an earlier wave) must be the only entry "
+                        "of the last wave",
+                    )
+                )
+            for member in dict.fromkeys(wave.accounts):
+                if member == REST_OF_ACCOUNTS:
+                    continue
+                earlier = first_wave_of.setdefault(member, wave.name)
+                if earlier != wave.name:
+                    problems.append(
+                        _wave_problem(
+                            index, wave, "accounts", member, f"already in wave {earlier!r}"
+                        )
+                    )
+                elif wave.accounts.count(member) > 1:
+                    problems.append(_wave_problem(index, wave, "accounts", member, "listed twice"))
+            if self.account_source == "static":
+                problems += self._static_wave_problems(index, wave)
+        return problems
+
+    def _static_wave_problems(self, index: int, wave: RolloutWave) -> list[str]:
+        problems = []
+        if wave.organizational_unit_ids:
+            problems.append(
+                _wave_problem(
+                    index,
+                    wave,
+                    "accounts",
+                    list(wave.organizational_unit_ids),
+                    "OU ids need accountSource organizations (a static list has no OUs)",
+                )
+            )
+        unknown = [a for a in wave.account_ids if a not in self.static_account_ids]
+        if unknown:
+            problems.append(
+                _wave_problem(
+                    index, wave, "accounts", unknown, "not in staticAccountIds: never reached"
+                )
+            )
+        return problems
 
 
 class WorkloadConfig(CommonConfig):
@@ -747,6 +863,10 @@ class _CrossFieldError(ValueError):
 
 def _problem(key: str, value: Any, allowed: str) -> str:
     return f"{config_key(key)} = {_show(value)}: {allowed}"
+
+
+def _wave_problem(index: int, wave: RolloutWave, field: str, value: Any, allowed: str) -> str:
+    return _problem(f"rolloutWaves[{index}].{field}", value, f"wave {wave.name!r}: {allowed}")
 
 
 def _show(value: Any) -> str:
@@ -939,6 +1059,7 @@ def _describe(
     problems: list[str] = []
     details = error.errors(include_url=False)
     target_keys = [field.alias or name for name, field in Target.model_fields.items()]
+    wave_keys = [field.alias or name for name, field in RolloutWave.model_fields.items()]
     meant = _misspelt_target_keys(details)
     for detail in details:
         context = detail.get("ctx", {})
@@ -948,6 +1069,7 @@ def _describe(
             continue
         location = detail["loc"]
         key = _location_key(location)
+        wave = _wave_named(location, fields)
         if location[0] == "targets" and len(location) == 3:
             if location[2] == "region" and location[1] in inherits_home_region:
                 continue  # the aws:region line says it
@@ -957,6 +1079,12 @@ def _describe(
             problems.append(
                 f"{config_key(key)} is not set; required for role {role}: "
                 f"{_without_prefix(detail['msg'])}"
+            )
+        elif detail["type"] == "extra_forbidden" and wave is not None:
+            problems.append(
+                f"{config_key(key)} = {_show(detail['input'])}: {wave}unknown key "
+                f"(a wave has {', '.join(wave_keys)})"
+                f"{did_you_mean(str(location[-1]), wave_keys)}"
             )
         elif detail["type"] == "extra_forbidden":
             hint = (
@@ -968,6 +1096,11 @@ def _describe(
                 f"{config_key(key)} = {_show(detail['input'])}: unknown key "
                 f"(a target has {', '.join(target_keys)}){hint}"
             )
+        elif detail["type"] == "missing" and wave is not None:
+            problems.append(
+                f"{config_key(key)} is not set: {wave}a wave has {', '.join(wave_keys)} "
+                "(name and accounts required)"
+            )
         elif detail["type"] == "missing":
             problems.append(
                 f"{config_key(key)} is not set: a target has {', '.join(target_keys)} "
@@ -975,7 +1108,8 @@ def _describe(
             )
         else:
             problems.append(
-                f"{config_key(key)} = {_show(detail['input'])}: {_without_prefix(detail['msg'])}"
+                f"{config_key(key)} = {_show(detail['input'])}: "
+                f"{wave or ''}{_without_prefix(detail['msg'])}"
             )
     return problems
 
@@ -996,6 +1130,16 @@ def _misspelt_target_keys(details: Iterable[Any]) -> dict[tuple[Any, ...], tuple
         if best is not None:
             meant[extra] = next(loc for loc in missing if loc[-1] == best)
     return meant
+
+
+def _wave_named(location: tuple[int | str, ...], fields: Mapping[str, Any]) -> str | None:
+    """ "wave 'canary': " for an error inside a named wave of rolloutWaves, else None."""
+    if len(location) < 2 or location[0] != "rolloutWaves" or not isinstance(location[1], int):
+        return None
+    waves = fields.get("rolloutWaves")
+    wave = waves[location[1]] if isinstance(waves, list) and location[1] < len(waves) else None
+    name = wave.get("name") if isinstance(wave, dict) else None
+    return f"wave {name!r}: " if isinstance(name, str) else f"wave {location[1]}: "
 
 
 def _is_unset_required(location: tuple[int | str, ...], fields: Mapping[str, Any]) -> bool:

@@ -155,6 +155,24 @@ def test_refresh_preferences_use_api_names_and_omit_empty_checkpoints() -> None:
     assert "CheckpointDelay" not in dev_preferences
 
 
+def test_waves_load_in_order_and_unset_is_one_wave_of_every_account() -> None:
+    unset = parse_config(config_of("infra"))
+    assert not unset.waves_enabled
+    assert [(w.name, w.accounts) for w in unset.effective_waves] == [("all", ("rest",))]
+    waves = [
+        {"name": "canary", "accounts": ["222233334444"], "soakMinutes": 30, "approval": "manual"},
+        {"name": "early", "accounts": ["ou-ab12-abcd1234", "333344445555"], "maxFailedGroups": 2},
+        {"name": "rest", "accounts": ["rest"], "timeoutMinutes": 120},
+    ]
+    config = parse_config(config_of("infra", rolloutWaves=waves))
+    assert config.waves_enabled
+    canary, early, rest = config.effective_waves
+    assert (canary.soak_minutes, canary.approval, canary.max_failed_groups) == (30, "manual", 0)
+    assert early.organizational_unit_ids == ("ou-ab12-abcd1234",)
+    assert early.account_ids == ("333344445555",)
+    assert rest.is_rest and rest.timeout_minutes == 120 and rest.approval == "auto"
+
+
 def test_multi_region_key_is_addressed_in_each_region() -> None:
     config = parse_config(config_of("infra", amiKmsKeyArn=MRK))
     assert config.ami_kms_key_arn_in("us-east-1") == MRK.replace("eu-west-1", "us-east-1")
@@ -163,6 +181,7 @@ def test_multi_region_key_is_addressed_in_each_region() -> None:
 # --- bad values ---------------------------------------------------------------------------------
 
 INFRA, DEV = "infra", "workload-dev"
+CANARY = {"name": "canary", "accounts": ["222233334444"], "soakMinutes": 30}
 BAD_VALUES = [
     # (stack, overrides, key named in the error, value shown, what is allowed)
     (INFRA, {"role": "builder"}, "role", "'builder'", "one of 'infra', 'workload'"),
@@ -249,6 +268,35 @@ BAD_VALUES = [
      "not a key this project knows (see Pulumi.yaml); did you mean golden-ami:buildSettleSeconds?"),
     (INFRA, {"colour": "blue"}, "colour", "'blue'",
      "not a key this project knows (see Pulumi.yaml)"),
+    (INFRA, {"rolloutWaves": [CANARY, {"name": "rest", "accounts": ["333344445555", "rest"]}]},
+     "rolloutWaves[1].accounts", "333344445555", "wave 'rest': 'rest' (every account not in an "
+     "earlier wave) must be the only entry of the last wave"),
+    (INFRA, {"rolloutWaves": [{"name": "all", "accounts": ["rest"]}, CANARY]},
+     "rolloutWaves[0].accounts", '["rest"]', "wave 'all': 'rest'"),
+    (INFRA,
+     {"rolloutWaves": [CANARY, {"name": "prod", "accounts": ["333344445555", "222233334444"]}]},
+     "rolloutWaves[1].accounts", "'222233334444'", "wave 'prod': already in wave 'canary'"),
+    (INFRA, {"rolloutWaves": [{**CANARY, "accounts": ["ou-abc"]}]}, "rolloutWaves[0].accounts[0]",
+     "'ou-abc'", "wave 'canary': expected a 12-digit account id (quoted), an OU id"),
+    (INFRA, {"rolloutWaves": [{**CANARY, "accounts": []}]}, "rolloutWaves[0].accounts", "[]",
+     "wave 'canary': expected at least one account id, OU id or 'rest'"),
+    (INFRA, {"rolloutWaves": [CANARY, CANARY | {"accounts": ["333344445555"]}]},
+     "rolloutWaves[1].name", "'canary'", "wave 'canary': names are unique"),
+    (INFRA, {"rolloutWaves": [{**CANARY, "approval": "yes"}]}, "rolloutWaves[0].approval", "'yes'",
+     "wave 'canary': Input should be 'auto' or 'manual'"),
+    (INFRA, {"rolloutWaves": [{**CANARY, "soakMinute": 5}]}, "rolloutWaves[0].soakMinute", "5",
+     "wave 'canary': unknown key (a wave has name, accounts, soakMinutes, maxFailedGroups, "
+     "approval, timeoutMinutes); did you mean soakMinutes?"),
+    (INFRA, {"rolloutWaves": [{**CANARY, "maxFailedGroups": -1}]},
+     "rolloutWaves[0].maxFailedGroups", "-1", "wave 'canary': Input should be greater than or"),
+    (INFRA, {"rolloutWaves": [{"accounts": ["rest"]}]}, "rolloutWaves[0].name", "is not set",
+     "wave 0: a wave has name, accounts"),
+    (INFRA, {"accountSource": "static", "staticAccountIds": ["222233334444"],
+             "rolloutWaves": [{**CANARY, "accounts": ["ou-ab12-abcd1234"]}]},
+     "rolloutWaves[0].accounts", "ou-ab12-abcd1234", "OU ids need accountSource organizations"),
+    (INFRA, {"accountSource": "static", "staticAccountIds": ["222233334444"],
+             "rolloutWaves": [{**CANARY, "accounts": ["333344445555"]}]},
+     "rolloutWaves[0].accounts", "333344445555", "not in staticAccountIds"),
     (INFRA, {"targets": [TARGET]}, "targets", "dev-ecs-general", "workload stacks only"),
     (DEV, {"bucketName": "payloads"}, "bucketName", "'payloads'", "infra stacks only"),
     (DEV, {"fanoutRoleArn": "GoldenAmiFanoutRole"}, "fanoutRoleArn", "'GoldenAmiFanoutRole'",
