@@ -98,6 +98,7 @@ class Invocation:
     request_id: str
     result: Any = None
     error: str | None = None
+    error_type: str | None = None  # the exception's class name, Lambda's `errorType`
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,8 @@ class LambdaRouter:
         self._run_lock = threading.RLock()
         self._request_count = 0
         self.invocations: list[Invocation] = []
+        # Creating a botocore client costs ~30 ms: one STS client per region assumes the roles.
+        self._sts_clients: dict[str, Any] = {}
 
     def register(self, function: LambdaFunction) -> None:
         self._functions[function.arn] = function
@@ -223,7 +226,9 @@ class LambdaRouter:
             return _ok(202, {"StatusCode": 202, "Payload": _body(b"")})
         invocation = self._run(function, event, invocation_type)
         if invocation.error is not None:
-            payload = json.dumps({"errorMessage": invocation.error, "errorType": "Exception"})
+            payload = json.dumps(
+                {"errorMessage": invocation.error, "errorType": invocation.error_type}
+            )
             return _ok(
                 200,
                 {"StatusCode": 200, "FunctionError": "Unhandled", "Payload": _body(payload)},
@@ -231,6 +236,12 @@ class LambdaRouter:
         return _ok(200, {"StatusCode": 200, "Payload": _body(json.dumps(invocation.result))})
 
     # --- resolution and execution ---------------------------------------------------------------
+
+    def _sts(self, region: str) -> Any:
+        with self._queue_lock:
+            if region not in self._sts_clients:
+                self._sts_clients[region] = self._base_session.client("sts", region_name=region)
+            return self._sts_clients[region]
 
     def _caller_of(self, request_signer: Any) -> Caller:
         credentials = request_signer._credentials.get_frozen_credentials()
@@ -262,17 +273,20 @@ class LambdaRouter:
         )
         with self._lambda_environment(function):
             try:
-                result, error = function.handler(event, context), None
+                result, error, error_type = function.handler(event, context), None, None
             except Exception as failure:  # a handler error is the invocation's result, as in Lambda
                 result = None
                 error = "".join(traceback.format_exception_only(failure)).strip()
-        invocation = Invocation(function.arn, invocation_type, event, request_id, result, error)
+                error_type = type(failure).__name__
+        invocation = Invocation(
+            function.arn, invocation_type, event, request_id, result, error, error_type
+        )
         self.invocations.append(invocation)
         return invocation
 
     @contextmanager
     def _lambda_environment(self, function: LambdaFunction) -> Iterator[None]:
-        credentials = self._base_session.client("sts", region_name=function.region).assume_role(
+        credentials = self._sts(function.region).assume_role(
             RoleArn=function.role_arn, RoleSessionName=function.name[:64]
         )["Credentials"]
         saved = dict(os.environ)

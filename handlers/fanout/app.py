@@ -28,11 +28,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 import boto3
+from botocore.credentials import ReadOnlyCredentials
 from botocore.exceptions import BotoCoreError, ClientError
 
 from handlers.common import status
@@ -56,9 +57,14 @@ class FanoutFailedError(RuntimeError):
 def lambda_handler(
     event: dict[str, Any], context: Any, session: boto3.Session | None = None
 ) -> dict[str, Any]:
+    """An SNS delivery fans out to every account; a RolloutWaves request to one wave's accounts."""
     settings = logic.parse_settings(os.environ)
+    account_filter = None
     try:
-        notice = logic.parse_sns_event(event)
+        if isinstance(event, dict) and "imageMessage" in event:
+            notice, account_filter = logic.parse_wave_event(event)
+        else:
+            notice = logic.parse_sns_event(event)
     except logic.MalformedMessageError as error:
         log(LOGGER, "rejected image message", logging.ERROR, error=str(error))
         raise
@@ -75,12 +81,18 @@ def lambda_handler(
 
     aws = FanoutAws(session, max_concurrency=settings.max_concurrency)
     budget = context.get_remaining_time_in_millis() / 1000 - DEADLINE_MARGIN_SECONDS
-    result = fan_out(notice, settings, aws, budget_seconds=budget)
+    result = fan_out(notice, settings, aws, budget_seconds=budget, account_filter=account_filter)
 
     summary: dict[str, Any] = {
         "correlationId": notice.correlation_id,
         "imageArn": notice.image_arn,
     }
+    if account_filter is not None:
+        summary["accountFilter"] = {
+            "include" if account_filter.include is not None else "exclude": sorted(
+                account_filter.members
+            )
+        }
     summary |= logic.summarize(result.outcomes)
     summary["skippedAccounts"] = result.skipped
     if result.listing_error:
@@ -158,23 +170,36 @@ def fan_out(
     settings: logic.FanoutSettings,
     aws: FanoutAws,
     budget_seconds: float,
+    *,
     clock: Callable[[], float] = time.monotonic,
+    account_filter: logic.AccountFilter | None = None,
 ) -> FanoutResult:
-    """Invoke the workload function of every target account in every region of the image."""
+    """Invoke the workload function of every target account in every region of the image.
+
+    With `account_filter` (one wave of a progressive rollout) only the wave's accounts are
+    reached, and only the wave's expected accounts can be missing.
+    """
     deadline = clock() + budget_seconds
     result = FanoutResult()
     regions = sorted(notice.amis or {})
     session_name = logic.role_session_name(notice.correlation_id)
-    reach = _AccountReacher(notice, settings, aws, regions, session_name)
     infra_account_id = aws.caller_account_id()
 
     pool = ThreadPoolExecutor(max_workers=settings.max_concurrency, thread_name_prefix="fanout")
     futures: dict[Future[None], str] = {}
     listing_complete = False
+    reach = None
     try:
+        admits = _wave_admits(settings, aws, session_name, account_filter)
+        settings = replace(
+            settings,
+            expected_account_ids=frozenset(filter(admits, settings.expected_account_ids)),
+        )
+        reach = _AccountReacher(notice, settings, aws, regions, session_name)
         # Accounts are submitted while the listing pages in, so paging overlaps the fan-out.
         for account_id in _target_accounts(settings, aws, infra_account_id, session_name, result):
-            futures[pool.submit(reach, account_id)] = account_id
+            if admits(account_id):
+                futures[pool.submit(reach, account_id)] = account_id
         listing_complete = True
     except (BotoCoreError, ClientError) as error:
         result.listing_error = str(error)
@@ -182,7 +207,7 @@ def fan_out(
     wait(futures, timeout=max(0.0, deadline - clock()))
     # Threads stuck in a call cannot be interrupted; their late outcomes are simply ignored.
     pool.shutdown(wait=False, cancel_futures=True)
-    posted = reach.board.close()
+    posted = reach.board.close() if reach is not None else {}
 
     for future, account_id in futures.items():
         crashed = future.done() and not future.cancelled() and future.exception()
@@ -203,6 +228,32 @@ def fan_out(
     return result
 
 
+def _wave_admits(
+    settings: logic.FanoutSettings,
+    aws: FanoutAws,
+    session_name: str,
+    account_filter: logic.AccountFilter | None,
+) -> Callable[[str], bool]:
+    """Whether the wave reaches an account; its OUs are listed (with their child OUs) once."""
+    if account_filter is None:
+        return lambda _account_id: True
+    unit_accounts: frozenset[str] = frozenset()
+    if account_filter.organizational_unit_ids:
+        credentials = _listing_credentials(settings, aws, session_name)
+        listed = aws.organization_accounts(account_filter.organizational_unit_ids, credentials)
+        unit_accounts = frozenset(account["Id"] for account in listed)
+    return lambda account_id: account_filter.admits(account_id, unit_accounts)
+
+
+def _listing_credentials(
+    settings: logic.FanoutSettings, aws: FanoutAws, session_name: str
+) -> ReadOnlyCredentials | None:
+    """The listing role's credentials when one is configured, else the fan-out role's own."""
+    if not settings.list_accounts_role_arn:
+        return None
+    return aws.assume_role(settings.list_accounts_role_arn, session_name)
+
+
 def _target_accounts(
     settings: logic.FanoutSettings,
     aws: FanoutAws,
@@ -214,9 +265,7 @@ def _target_accounts(
     if settings.account_source == "static":
         accounts: Any = ({"Id": a, "State": "ACTIVE"} for a in settings.static_account_ids)
     else:
-        credentials = None
-        if settings.list_accounts_role_arn:
-            credentials = aws.assume_role(settings.list_accounts_role_arn, session_name)
+        credentials = _listing_credentials(settings, aws, session_name)
         accounts = aws.organization_accounts(settings.organizational_unit_ids, credentials)
     seen: set[str] = set()
     for account in accounts:

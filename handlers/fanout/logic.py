@@ -89,6 +89,30 @@ class FanoutSettings:
     rollout_table_name: str = ""
 
 
+@dataclass(frozen=True)
+class AccountFilter:
+    """One wave's accounts (DESIGN §10): account ids and OU ids to include, or to exclude.
+
+    `include=None` reaches every account of the source except `exclude` (the `rest` wave).
+    """
+
+    include: frozenset[str] | None = None
+    exclude: frozenset[str] = frozenset()
+
+    @property
+    def members(self) -> frozenset[str]:
+        return self.exclude if self.include is None else self.include
+
+    @property
+    def organizational_unit_ids(self) -> tuple[str, ...]:
+        return tuple(sorted(m for m in self.members if m.startswith("ou-")))
+
+    def admits(self, account_id: str, unit_accounts: frozenset[str]) -> bool:
+        """Whether the wave reaches `account_id`; `unit_accounts`: accounts under its OUs."""
+        named = account_id in self.members or account_id in unit_accounts
+        return named if self.include is not None else not named
+
+
 # --- the SNS event ----------------------------------------------------------------------------
 
 
@@ -122,6 +146,42 @@ def parse_sns_event(event: Any) -> ImageNotice:
     if not isinstance(message, dict):
         raise MalformedMessageError("Records[0].Sns.Message is not a JSON object")
     return _parse_image_message(message, correlation_id)
+
+
+def parse_wave_event(event: Any) -> tuple[ImageNotice, AccountFilter]:
+    """The RolloutWaves state machine's request: the image message and one wave's accounts."""
+    if not isinstance(event, dict):
+        raise MalformedMessageError("wave event is not a JSON object")
+    correlation_id = event.get("correlationId")
+    if not isinstance(correlation_id, str) or not correlation_id:
+        raise MalformedMessageError("wave event has no correlationId")
+    raw_message = event.get("imageMessage")
+    try:
+        message = json.loads(raw_message) if isinstance(raw_message, str) else None
+    except json.JSONDecodeError as error:
+        raise MalformedMessageError(f"wave event imageMessage is not JSON: {error}") from None
+    if not isinstance(message, dict):
+        raise MalformedMessageError("wave event imageMessage is not a JSON object")
+    notice = _parse_image_message(message, correlation_id)
+    raw_filter = event.get("accountFilter")
+    if (
+        not isinstance(raw_filter, dict)
+        or len(raw_filter) != 1
+        or not ({"include", "exclude"} & set(raw_filter))
+    ):
+        raise MalformedMessageError(
+            "wave event accountFilter is not {'include': [...]} or {'exclude': [...]}"
+        )
+    ((kind, members),) = raw_filter.items()
+    if not isinstance(members, list) or not all(
+        isinstance(m, str) and (ACCOUNT_ID.match(m) or PARENT_ID.match(m)) for m in members
+    ):
+        raise MalformedMessageError(
+            f"wave event accountFilter.{kind} is not a list of account ids and OU ids"
+        )
+    if kind == "include":
+        return notice, AccountFilter(include=frozenset(members))
+    return notice, AccountFilter(exclude=frozenset(members))
 
 
 def _parse_image_message(message: dict[str, Any], correlation_id: str) -> ImageNotice:

@@ -1,0 +1,228 @@
+"""The RolloutWaves state machine, run by moto's ASL interpreter (DESIGN §10 "Waves").
+
+Every test drives the real definition (components/rollout_definition.py), the real waves and
+fan-out handlers and the operator CLI (rollout/control.py) in tests/rollout_world.py; only the
+workload accounts are stand-ins that report their groups' states to the rollout table.
+"""
+
+from __future__ import annotations
+
+import boto3
+import pytest
+
+from rollout.control import ControlError, RolloutControl
+from sandbox.step_functions import ClockStuckError
+from tests.rollout_world import (
+    LATE_ROLLBACK,
+    POLL_SECONDS,
+    REFRESH_SECONDS,
+    REGION,
+    ROLLS_BACK,
+    SILENT,
+    TABLE,
+    account_id,
+    image_message,
+    rollout_world,
+    wave,
+)
+
+ROLLOUT = "1.0.0/3"
+
+
+def control() -> RolloutControl:
+    """The operator CLI's commands, with the infra account's credentials."""
+    return RolloutControl(TABLE, boto3.Session(region_name=REGION))
+
+
+EXECUTION = "rollout-1.0.0-3"
+CANARY = [account_id(1)]
+REST = [account_id(n) for n in range(2, 5)]
+TWO_WAVES = [wave("canary", CANARY, soak=1800), wave("rest", ["rest"], soak=0)]
+
+
+def test_healthy_image_passes_the_canary_soaks_and_completes_in_the_second_wave():
+    with rollout_world(TWO_WAVES, CANARY + REST) as world:
+        world.deliver(image_message())
+        execution = world.run_until_finished(EXECUTION)
+        assert execution["status"] == "SUCCEEDED"
+        assert world.accounts_invoked() == sorted(CANARY + REST)
+        canary, rest = world.wave_item(ROLLOUT, 0), world.wave_item(ROLLOUT, 1)
+        assert canary["state"] == rest["state"] == "passed"
+        assert canary["invoked"] == [f"{CANARY[0]}#eu-west-1"]
+        assert sorted(rest["invoked"]) == [f"{a}#eu-west-1" for a in REST]
+        assert canary["counts"]["Successful"] == 1
+        # The rest wave began only after the canary settled and soaked.
+        assert world.clock.now >= REFRESH_SECONDS + 1800 + REFRESH_SECONDS
+
+
+def test_failure_in_the_canary_halts_and_no_account_of_the_next_wave_is_invoked():
+    with rollout_world(TWO_WAVES, CANARY + REST, {CANARY[0]: ROLLS_BACK}) as world:
+        world.deliver(image_message())
+        execution = world.run_until_finished(EXECUTION)
+        assert execution["status"] == "FAILED"
+        assert execution["error"] == "RolloutHalted"
+        assert f"{CANARY[0]} eu-west-1 ecs: RollbackSuccessful" in execution["cause"]
+        assert world.accounts_invoked() == CANARY  # zero invocations in wave 2
+        halted = world.wave_item(ROLLOUT, 0)
+        assert halted["state"] == "halted"
+        assert "wave 'canary': 1 failed (tolerated 0)" in halted["reason"]
+        assert world.wave_item(ROLLOUT, 1) == {}
+        (notice,) = world.alarm_messages()
+        assert notice["Subject"] == "Golden AMI rollout 1.0.0/3 halted at wave canary"
+        assert "python -m rollout resume 1.0.0/3" in notice["Message"]
+        # Halted as soon as the rollback was reported: no soak, no timeout.
+        assert world.clock.now < REFRESH_SECONDS + 2 * POLL_SECONDS
+
+
+def test_max_failed_groups_one_lets_one_failure_through_and_two_halt():
+    first = [account_id(1), account_id(2)]
+    tolerant = [wave("canary", first, soak=600, max_failed=1), wave("rest", ["rest"], soak=0)]
+    accounts = [*first, account_id(3)]
+    with rollout_world(tolerant, accounts, {first[0]: ROLLS_BACK}) as world:
+        world.deliver(image_message())
+        assert world.run_until_finished(EXECUTION)["status"] == "SUCCEEDED"
+        assert world.accounts_invoked() == sorted(accounts)
+        assert world.wave_item(ROLLOUT, 0)["failures"] == [
+            f"{first[0]} eu-west-1 ecs: RollbackSuccessful"
+        ]
+    both_fail = {first[0]: ROLLS_BACK, first[1]: ROLLS_BACK}
+    with rollout_world(tolerant, accounts, both_fail) as world:
+        world.deliver(image_message())
+        execution = world.run_until_finished(EXECUTION)
+        assert execution["status"] == "FAILED"
+        assert "2 failed (tolerated 1)" in execution["cause"]
+        assert world.accounts_invoked() == first
+
+
+def test_an_invoked_account_that_never_reports_fails_the_wave_after_its_timeout():
+    waves = [wave("canary", CANARY, timeout=900), wave("rest", ["rest"])]
+    with rollout_world(waves, CANARY + REST, {CANARY[0]: SILENT}) as world:
+        world.deliver(image_message())
+        execution = world.run_until_finished(EXECUTION)
+        assert execution["status"] == "FAILED"
+        assert f"{CANARY[0]} eu-west-1: invoked, no group reported" in execution["cause"]
+        assert world.accounts_invoked() == CANARY
+        # Silence waited out the whole timeout (15 polls), not a poll less.
+        assert world.clock.now >= 900
+        assert world.wave_item(ROLLOUT, 0)["counts"] == {"silent": 1}
+
+
+def test_a_rollback_during_the_soak_still_halts():
+    with rollout_world(TWO_WAVES, CANARY + REST, {CANARY[0]: LATE_ROLLBACK}) as world:
+        world.deliver(image_message())
+        execution = world.run_until_finished(EXECUTION)
+        assert execution["status"] == "FAILED"
+        assert f"{CANARY[0]} eu-west-1 ecs-batch: RollbackSuccessful" in execution["cause"]
+        assert world.accounts_invoked() == CANARY
+        # The canary had settled (all Successful) and was soaking when the rollback came.
+        assert world.clock.now >= REFRESH_SECONDS + 1800
+
+
+def test_a_manual_gate_waits_for_approve_and_then_the_next_wave_runs():
+    waves = [wave("canary", CANARY, soak=600, approval="manual"), wave("rest", ["rest"], soak=0)]
+    with rollout_world(waves, CANARY + REST) as world:
+        world.deliver(image_message())
+        world.clock.run_until(
+            lambda: world.wave_item(ROLLOUT, 0).get("state") == "awaiting-approval", world.router
+        )
+        world.clock.settle()
+        assert world.execution(EXECUTION)["status"] == "RUNNING"
+        assert world.accounts_invoked() == CANARY
+        (notice,) = world.alarm_messages()
+        assert "python -m rollout approve 1.0.0/3" in notice["Message"]
+        # Nothing is scheduled and nothing moves until a person answers.
+        with pytest.raises(ClockStuckError):
+            world.clock.run_until(lambda: False, world.router)
+        assert world.accounts_invoked() == CANARY
+
+        said = control().approve(ROLLOUT, by="alice")
+        assert said == "approved rollout 1.0.0/3 after wave 'canary': wave 'rest' begins"
+        assert world.run_until_finished(EXECUTION)["status"] == "SUCCEEDED"
+        assert world.accounts_invoked() == sorted(CANARY + REST)
+        canary = world.wave_item(ROLLOUT, 0)
+        assert (canary["state"], canary["approvedBy"]) == ("approved", "alice")
+        with pytest.raises(ControlError, match="waits for no approval"):
+            control().approve(ROLLOUT, by="alice")
+
+
+def test_abort_mid_wave_stops_the_execution_and_no_further_wave_starts():
+    with rollout_world(TWO_WAVES, CANARY + REST) as world:
+        world.deliver(image_message())
+        world.clock.run_until(
+            lambda: world.wave_item(ROLLOUT, 0).get("state") == "watching", world.router
+        )
+        said = control().abort(ROLLOUT, by="bob")
+        assert said.startswith("aborted rollout 1.0.0/3 during wave 'canary'")
+        assert "groups mid-refresh finish or roll back on their own" in said
+        world.clock.settle()
+        execution = world.execution(EXECUTION)
+        assert execution["status"] == "ABORTED"
+        # The canary's refresh still ends on its own; the next wave never begins.
+        world.clock.run_until(
+            lambda: world.group_state(CANARY[0], ROLLOUT) == "Successful", world.router
+        )
+        with pytest.raises(ClockStuckError):
+            world.clock.run_until(lambda: False, world.router)
+        assert world.accounts_invoked() == CANARY
+        assert world.wave_item(ROLLOUT, 0)["state"] == "aborted"
+        assert world.wave_item(ROLLOUT, 1) == {}
+        with pytest.raises(ControlError, match="no running execution"):
+            control().abort(ROLLOUT, by="bob")
+
+
+def test_resume_after_a_halt_continues_with_the_next_wave_once():
+    with rollout_world(TWO_WAVES, CANARY + REST, {CANARY[0]: ROLLS_BACK}) as world:
+        world.deliver(image_message())
+        assert world.run_until_finished(EXECUTION)["status"] == "FAILED"
+        said = control().resume(ROLLOUT, by="carol")
+        assert said.startswith("resumed rollout 1.0.0/3: wave 'canary' stays halted")
+        assert "execution rollout-1.0.0-3-from-1 continues with wave 1" in said
+        resumed = world.run_until_finished("rollout-1.0.0-3-from-1")
+        assert resumed["status"] == "SUCCEEDED"
+        assert world.accounts_invoked() == sorted(CANARY + REST)
+        assert world.wave_item(ROLLOUT, 0)["state"] == "resumed"
+        assert world.wave_item(ROLLOUT, 1)["state"] == "passed"
+        with pytest.raises(ControlError, match="is not halted"):
+            control().resume(ROLLOUT, by="carol")
+
+
+def test_a_halt_at_the_last_wave_has_nothing_to_resume():
+    waves = [wave("canary", CANARY), wave("rest", ["rest"], soak=0)]
+    with rollout_world(waves, CANARY + REST, {REST[0]: ROLLS_BACK}) as world:
+        world.deliver(image_message())
+        assert world.run_until_finished(EXECUTION)["status"] == "FAILED"
+        with pytest.raises(ControlError, match="halted at its last wave 'rest'"):
+            control().resume(ROLLOUT, by="carol")
+        assert [e["name"] for e in world.executions()] == [EXECUTION]
+
+
+def test_a_redelivered_notification_starts_no_second_execution():
+    with rollout_world(TWO_WAVES, CANARY + REST) as world:
+        world.deliver(image_message(), message_id="msg-1")
+        world.deliver(image_message(), message_id="msg-1")  # SNS redelivery: same message
+        world.clock.run_until(lambda: bool(world.executions()), world.router)
+        assert world.run_until_finished(EXECUTION)["status"] == "SUCCEEDED"
+        world.deliver(image_message(), message_id="msg-1")  # after it finished
+        world.clock.run_until(lambda: world.router.pending == 0, world.router)
+        assert [e["name"] for e in world.executions()] == [EXECUTION]
+        assert world.accounts_invoked() == sorted(CANARY + REST)  # once each
+        assert len(world.invoked) == len(CANARY + REST)
+
+
+def test_a_newer_image_supersedes_the_older_rollout_before_its_next_wave():
+    with rollout_world(TWO_WAVES, CANARY + REST) as world:
+        world.deliver(image_message("1.0.0", 3), message_id="msg-old")
+        world.clock.run_until(
+            lambda: world.wave_item(ROLLOUT, 0).get("state") == "soaking", world.router
+        )
+        world.deliver(image_message("1.0.1", 1), message_id="msg-new")
+        old = world.run_until_finished(EXECUTION)
+        new = world.run_until_finished("rollout-1.0.1-1")
+        assert (old["status"], new["status"]) == ("SUCCEEDED", "SUCCEEDED")
+        superseded = world.wave_item(ROLLOUT, 1)
+        assert superseded["state"] == "superseded"
+        assert superseded["reason"] == (
+            "superseded by the rollout of 1.0.1/1: stopped before wave 1"
+        )
+        assert world.accounts_invoked("1.0.0/3") == CANARY
+        assert world.accounts_invoked("1.0.1/1") == sorted(CANARY + REST)
