@@ -815,3 +815,83 @@ def test_a_status_table_outage_is_logged_and_never_fails_the_fan_out(org, edge, 
     assert summary_line(log_lines)["statusRecorded"] is False
     [error] = [line for line in log_lines if line["message"] == "could not record the invocations"]
     assert "ResourceNotFoundException" in error["error"]
+
+
+# --- one wave of a progressive rollout (RolloutWaves state machine) ------------------------------
+
+
+def wave_event(account_filter: dict) -> dict:
+    """What the RolloutWaves state machine sends: the image message and one wave's accounts."""
+    record = available_event()["Records"][0]["Sns"]
+    return {
+        "rolloutId": "1.0.0/1",
+        "imageMessage": record["Message"],
+        "correlationId": record["MessageId"],
+        "accountFilter": account_filter,
+    }
+
+
+def test_a_wave_reaches_its_accounts_and_the_units_under_its_ous_only(org, edge, env):
+    canary_unit = org.add_unit("canary", org.root_id)
+    nested = org.add_unit("canary-eu", canary_unit)
+    in_unit, in_nested = org.add_account("in-unit", canary_unit), org.add_account("nested", nested)
+    named, outside = org.add_account("named"), org.add_account("outside")
+    for account_id in (in_unit, in_nested, named, outside):
+        org.enroll(account_id)
+    env.setenv("EXPECTED_ACCOUNT_IDS", f"{in_unit},{named},{outside}")
+
+    result = run(edge, wave_event({"include": [canary_unit, named]}))
+
+    assert edge.assumed_accounts() == sorted([in_unit, in_nested, named])
+    assert result["accountFilter"] == {"include": sorted([canary_unit, named])}
+    # An expected account of another wave is neither reached nor reported missing.
+    assert result["counts"] == {"invoked": 6, "not-enrolled": 0, "failed": 0}
+
+
+def test_the_rest_wave_reaches_every_account_not_in_an_earlier_wave(org, edge, env):
+    canary_unit = org.add_unit("canary", org.root_id)
+    in_unit, named = org.add_account("in-unit", canary_unit), org.add_account("named")
+    rest = [org.add_account(f"rest-{n}") for n in range(3)]
+    for account_id in (in_unit, named, *rest):
+        org.enroll(account_id)
+
+    result = run(edge, wave_event({"exclude": [canary_unit, named]}))
+
+    assert edge.assumed_accounts() == sorted(rest)
+    assert result["counts"]["invoked"] == 6
+
+
+def test_a_wave_on_the_static_source_filters_the_static_list(org, edge, env):
+    listed = [org.add_account(f"listed-{n}") for n in range(3)]
+    for account_id in listed:
+        org.enroll(account_id)
+    env.setenv("ACCOUNT_SOURCE", "static")
+    env.setenv("STATIC_ACCOUNT_IDS", ",".join(listed))
+
+    run(edge, wave_event({"include": [listed[1]]}))
+
+    assert edge.assumed_accounts() == [listed[1]]
+    assert not [call for call in edge.calls if call.startswith("organizations:")]
+
+
+@pytest.mark.parametrize(
+    ("account_filter", "problem"),
+    [
+        ({"include": ["12345"]}, "accountFilter.include is not a list of account ids and OU ids"),
+        ({"include": [], "exclude": []}, "accountFilter is not {'include'"),
+        ({"only": []}, "accountFilter is not {'include'"),
+        ("rest", "accountFilter is not {'include'"),
+    ],
+)
+def test_a_malformed_wave_request_raises_and_invokes_nothing(org, edge, account_filter, problem):
+    with pytest.raises(MalformedMessageError, match=re.escape(problem)):
+        run(edge, wave_event(account_filter))
+    assert edge.invocations == []
+    assert edge.calls == []
+
+
+def test_a_wave_request_with_a_broken_image_message_raises(org, edge):
+    event = wave_event({"include": []}) | {"imageMessage": "{not json"}
+    with pytest.raises(MalformedMessageError, match="imageMessage is not JSON"):
+        run(edge, event)
+    assert edge.calls == []
