@@ -63,6 +63,12 @@ class OrgFanoutArgs:
         table = self.rollout_table_name
         return f"arn:aws:dynamodb:{self.region}:{self.infra_account_id}:table/{table}"
 
+    # With rollout waves the RolloutWaves state machine invokes the fan-out, one wave at a time;
+    # subscribing it to the image topic as well would reach every account at once.
+    subscribe_to_images: bool = True
+    # OUs the rollout waves name: the fan-out lists their accounts (ListAccountsForParent).
+    wave_organizational_unit_ids: Sequence[str] = ()
+
     @classmethod
     def from_config(cls, cfg: InfraConfig, image_topic_arn: pulumi.Input[str]) -> OrgFanoutArgs:
         return cls(
@@ -85,6 +91,10 @@ class OrgFanoutArgs:
             expected_account_ids=cfg.expected_account_ids,
             alarm_topic_arn=cfg.alarm_topic_arn_in(cfg.home_region),
             rollout_table_name=cfg.rollout_table_name,
+            subscribe_to_images=not cfg.waves_enabled,
+            wave_organizational_unit_ids=tuple(
+                unit for wave in cfg.rollout_waves for unit in wave.organizational_unit_ids
+            ),
         )
 
     def environment(self) -> dict[str, str]:
@@ -143,6 +153,7 @@ class OrgFanout(pulumi.ComponentResource):
                     organizational_unit_ids=args.organizational_unit_ids,
                     list_accounts_role_arn=args.list_accounts_role_arn,
                     rollout_table_arn=args.rollout_table_arn,
+                    wave_organizational_unit_ids=args.wave_organizational_unit_ids,
                 )
             ),
             opts=child,
@@ -165,23 +176,24 @@ class OrgFanout(pulumi.ComponentResource):
                 child, pulumi.ResourceOptions(depends_on=[log_group, policy])
             ),
         )
-        sns_permission = aws.lambda_.Permission(
-            f"{name}-sns-invoke",
-            action="lambda:InvokeFunction",
-            function=function.name,
-            principal="sns.amazonaws.com",
-            source_arn=args.image_topic_arn,
-            opts=child,
-        )
-        aws.sns.TopicSubscription(
-            f"{name}-subscription",
-            topic=args.image_topic_arn,
-            protocol="lambda",
-            endpoint=function.arn,
-            opts=pulumi.ResourceOptions.merge(
-                child, pulumi.ResourceOptions(depends_on=[sns_permission])
-            ),
-        )
+        if args.subscribe_to_images:
+            sns_permission = aws.lambda_.Permission(
+                f"{name}-sns-invoke",
+                action="lambda:InvokeFunction",
+                function=function.name,
+                principal="sns.amazonaws.com",
+                source_arn=args.image_topic_arn,
+                opts=child,
+            )
+            aws.sns.TopicSubscription(
+                f"{name}-subscription",
+                topic=args.image_topic_arn,
+                protocol="lambda",
+                endpoint=function.arn,
+                opts=pulumi.ResourceOptions.merge(
+                    child, pulumi.ResourceOptions(depends_on=[sns_permission])
+                ),
+            )
 
         # The handler fails its invocation when an enrolled account failed (Lambda then retries
         # the SNS event twice); the failed-accounts metric also catches a run that succeeded on

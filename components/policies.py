@@ -263,8 +263,12 @@ def fanout_policy(
     organizational_unit_ids: Sequence[str] = (),
     list_accounts_role_arn: str = "",
     rollout_table_arn: str = "",
+    wave_organizational_unit_ids: Sequence[str] = (),
 ) -> Policy:
-    """The fan-out Lambda's role: list accounts, assume the workload invoke roles, report."""
+    """The fan-out Lambda's role: list accounts, assume the workload invoke roles, report.
+
+    Rollout waves that name OUs make it walk those OUs too (their accounts form the wave).
+    """
     statements = [
         {
             "Sid": "AssumeInvokeRoleInOrganizationAccounts",
@@ -306,14 +310,12 @@ def fanout_policy(
     elif account_source == "organizations":
         # The Organizations list calls have no resource-level permission (Resource "*" only).
         # The handler lists the whole Organization, or walks the configured OUs' subtrees.
-        actions = (
-            [
+        actions = [] if organizational_unit_ids else ["organizations:ListAccounts"]
+        if organizational_unit_ids or wave_organizational_unit_ids:
+            actions += [
                 "organizations:ListAccountsForParent",
                 "organizations:ListOrganizationalUnitsForParent",
             ]
-            if organizational_unit_ids
-            else ["organizations:ListAccounts"]
-        )
         statements.append(
             {
                 "Sid": "ListOrganizationAccounts",
@@ -641,4 +643,92 @@ def rollout_forwarder_policy(rollout_bus_arn: str) -> Policy:
             "Action": "events:PutEvents",
             "Resource": rollout_bus_arn,
         }
+    )
+
+
+# --- infra: progressive rollout (RolloutWaves) ----------------------------------------------------
+
+
+def state_machine_arn(region: str, account_id: str, name: str) -> str:
+    return f"arn:aws:states:{region}:{account_id}:stateMachine:{name}"
+
+
+def state_machine_executions_arn(region: str, account_id: str, name: str) -> str:
+    return f"arn:aws:states:{region}:{account_id}:execution:{name}:*"
+
+
+def states_trust_policy(account_id: str) -> Policy:
+    """Step Functions, for state machines of this account only (confused-deputy guard)."""
+    trust = service_trust_policy("states.amazonaws.com")
+    trust["Statement"][0]["Condition"] = {"StringEquals": {"aws:SourceAccount": account_id}}
+    return trust
+
+
+def _rollout_table_statement(sid: str, actions: list[str], table_arn: str) -> dict[str, Any]:
+    return {"Sid": sid, "Effect": "Allow", "Action": actions, "Resource": table_arn}
+
+
+def rollout_waves_function_policy(
+    *, table_arn: str, state_machine_arn: str, alarm_topic_arn: str, log_group_arn: str
+) -> Policy:
+    """The waves Lambda: start one execution per image, keep the wave items, notify a halt."""
+    statements = [
+        _rollout_table_statement(
+            "KeepWaveRecords",
+            ["dynamodb:Query", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"],
+            table_arn,
+        ),
+        {
+            "Sid": "StartRolloutPerImage",
+            "Effect": "Allow",
+            "Action": "states:StartExecution",
+            "Resource": state_machine_arn,
+        },
+        _write_own_logs([log_group_arn]),
+    ]
+    if alarm_topic_arn:
+        statements.append(
+            {
+                "Sid": "NotifyHaltsAndGates",
+                "Effect": "Allow",
+                "Action": "sns:Publish",
+                "Resource": alarm_topic_arn,
+            }
+        )
+    return _document(*statements)
+
+
+def rollout_state_machine_policy(function_arns: Iterable[str]) -> Policy:
+    """The state machine's role: invoke the waves Lambda and the fan-out, nothing else."""
+    return _document(
+        {
+            "Sid": "InvokeRolloutSteps",
+            "Effect": "Allow",
+            "Action": "lambda:InvokeFunction",
+            "Resource": sorted(function_arns),
+        }
+    )
+
+
+def rollout_operator_policy(
+    *, table_arn: str, state_machine_arn: str, executions_arn: str
+) -> Policy:
+    """What `python -m rollout approve|abort|resume` calls (rollout/control.py), for operators."""
+    return _document(
+        _rollout_table_statement(
+            "ReadAndAnnotateWaves", ["dynamodb:Query", "dynamodb:UpdateItem"], table_arn
+        ),
+        {
+            # Step Functions authorises a task token's answer against its state machine.
+            "Sid": "AnswerApprovalsAndResume",
+            "Effect": "Allow",
+            "Action": ["states:SendTaskSuccess", "states:StartExecution"],
+            "Resource": state_machine_arn,
+        },
+        {
+            "Sid": "InspectAndAbortExecutions",
+            "Effect": "Allow",
+            "Action": ["states:DescribeExecution", "states:StopExecution"],
+            "Resource": executions_arn,
+        },
     )

@@ -58,6 +58,7 @@ _ARN_FORMATS = {
     "aws:dynamodb/table:Table": "arn:aws:dynamodb:{region}:{account}:table/{name}",
     "aws:cloudwatch/metricAlarm:MetricAlarm": "arn:aws:cloudwatch:{region}:{account}:alarm:{name}",
     "aws:kms/key:Key": "arn:aws:kms:{region}:{account}:key/{name}",
+    "aws:sfn/stateMachine:StateMachine": "arn:aws:states:{region}:{account}:stateMachine:{name}",
     "aws:imagebuilder/component:Component": (
         "arn:aws:imagebuilder:{region}:{account}:component/{name}/{version}/1"
     ),
