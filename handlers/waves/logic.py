@@ -30,7 +30,7 @@ from handlers.common.status import GroupStatus, Invocation, Phase, RolloutSummar
 
 WAVE_PREFIX = "WAVE#"
 # The newest rollout that began a wave: the pointer a newer image moves, an older rollout reads.
-LATEST_ROLLOUT_KEY = {"pk": "ROLLOUTS", "sk": "LATEST"}
+LATEST_ROLLOUT_KEY = {"pk": "WAVES#LATEST", "sk": "LATEST"}
 REST = "rest"
 AVAILABLE = "AVAILABLE"
 
