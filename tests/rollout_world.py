@@ -22,7 +22,9 @@ from typing import Any
 import boto3
 import pytest
 from moto import mock_aws
+from moto.iam.models import iam_backends
 
+from components.policies import invoke_role_policy, lambda_trust_policy
 from components.rollout_definition import state_machine_definition
 from handlers.common.status import GroupStatus
 from handlers.fanout import app as fanout_app
@@ -184,6 +186,19 @@ class RolloutWorld:
                 sqs.delete_message(QueueUrl=self.alarm_queue_url, ReceiptHandle=m["ReceiptHandle"])
 
 
+def enroll(account: str) -> None:
+    """The workload stack's invoke role, as IAM holds it (the router evaluates its policy).
+
+    Written to moto's IAM backend directly: a thousand accounts through the API would cost a
+    session per account, and the role is set-up, not what the tests exercise.
+    """
+    iam = iam_backends[account]["global"]
+    iam.create_role(INVOKE_ROLE, json.dumps(lambda_trust_policy()), "/", None, "", [], None)
+    iam.put_role_policy(
+        INVOKE_ROLE, "invoke", json.dumps(invoke_role_policy(account, REFRESH_FUNCTION))
+    )
+
+
 @contextmanager
 def rollout_world(
     waves: Sequence[dict[str, Any]],
@@ -292,6 +307,7 @@ def rollout_world(
             )
         )
         for account in accounts:
+            enroll(account)
             router.register(
                 LambdaFunction(
                     account,

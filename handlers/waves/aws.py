@@ -27,12 +27,8 @@ class WavesAws:
     def __init__(self, table_name: str, session: boto3.Session | None = None) -> None:
         self._session = session or boto3.Session()
         self._table = self._session.resource("dynamodb", config=CLIENT_CONFIG).Table(table_name)
-        self._clients: dict[str, Any] = {}
-
-    def _client(self, service: str) -> Any:
-        if service not in self._clients:
-            self._clients[service] = self._session.client(service, config=CLIENT_CONFIG)
-        return self._clients[service]
+        self._stepfunctions = self._session.client("stepfunctions", config=CLIENT_CONFIG)
+        self._sns = self._session.client("sns", config=CLIENT_CONFIG)
 
     # --- the rollout table ---------------------------------------------------------------------
 
@@ -61,13 +57,15 @@ class WavesAws:
         expression = ("SET " + ", ".join(sets) if sets else "") + (
             " REMOVE " + ", ".join(removes) if removes else ""
         )
+        request: dict[str, Any] = {
+            "Key": {"pk": rollout_key(rollout_id), "sk": wave_key(index)},
+            "UpdateExpression": expression.strip(),
+            "ExpressionAttributeNames": names,
+        }
         values = {f":v{i}": v for i, v in enumerate(fields.values()) if v is not None}
-        self._table.update_item(
-            Key={"pk": rollout_key(rollout_id), "sk": wave_key(index)},
-            UpdateExpression=expression.strip(),
-            ExpressionAttributeNames=names,
-            **({"ExpressionAttributeValues": values} if values else {}),
-        )
+        if values:
+            request["ExpressionAttributeValues"] = values
+        self._table.update_item(**request)
 
     def latest_rollout(self) -> dict[str, Any] | None:
         return self._table.get_item(Key=LATEST_ROLLOUT_KEY, ConsistentRead=True).get("Item")
@@ -90,14 +88,14 @@ class WavesAws:
 
     def start_execution(self, state_machine_arn: str, name: str, input_json: str) -> str:
         """The execution's ARN; raises ExecutionAlreadyExists for a name used before."""
-        answer = self._client("stepfunctions").start_execution(
+        answer = self._stepfunctions.start_execution(
             stateMachineArn=state_machine_arn, name=name, input=input_json
         )
         return answer["executionArn"]
 
     def execution_already_exists(self) -> type[Exception]:
-        return self._client("stepfunctions").exceptions.ExecutionAlreadyExists
+        return self._stepfunctions.exceptions.ExecutionAlreadyExists
 
     def notify(self, topic_arn: str, subject: str, message: str) -> None:
         # SNS subjects: at most 100 printable ASCII characters, no line breaks.
-        self._client("sns").publish(TopicArn=topic_arn, Subject=subject[:100], Message=message)
+        self._sns.publish(TopicArn=topic_arn, Subject=subject[:100], Message=message)

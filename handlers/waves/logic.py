@@ -129,7 +129,7 @@ def wave_key(index: int) -> str:
 # --- the start -----------------------------------------------------------------------------------
 
 
-def parse_image_notification(event: Any) -> tuple[str, dict[str, Any], str] | None:
+def parse_image_notification(event: Any) -> tuple[str, dict[str, Any], str]:
     """(status, image message, SNS MessageId) of the SNS delivery; raises when malformed."""
     records = event.get("Records") if isinstance(event, dict) else None
     if not isinstance(records, list) or len(records) != 1:
