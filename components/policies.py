@@ -719,10 +719,17 @@ def rollout_operator_policy(
             "ReadAndAnnotateWaves", ["dynamodb:Query", "dynamodb:UpdateItem"], table_arn
         ),
         {
-            # Step Functions authorises a task token's answer against its state machine.
-            "Sid": "AnswerApprovalsAndResume",
+            # SendTaskSuccess has no resource-level permission: the task token itself names the
+            # execution, and only the waves Lambda's record of a gate holds one.
+            "Sid": "AnswerApprovals",
             "Effect": "Allow",
-            "Action": ["states:SendTaskSuccess", "states:StartExecution"],
+            "Action": "states:SendTaskSuccess",
+            "Resource": "*",
+        },
+        {
+            "Sid": "ResumeAfterHalt",
+            "Effect": "Allow",
+            "Action": "states:StartExecution",
             "Resource": state_machine_arn,
         },
         {

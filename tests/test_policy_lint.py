@@ -62,6 +62,14 @@ SUPPRESSED = (
         "groups and the infra account's image; the ec2:LaunchTemplate condition bounds it to the "
         "configured templates (DESIGN §7)",
     ),
+    Suppression(
+        "RESOURCE_MISMATCH",
+        "identity",
+        "[{'action': 'states:DescribeExecution', 'required_format': "
+        "'arn:*:states:*:*:express:*:*:*'}]",
+        "the rollout state machine is STANDARD: its executions are `execution` resources; the "
+        "`express` ARN format is for Express workflows only",
+    ),
 )
 
 
@@ -131,6 +139,8 @@ LOG_GROUP = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/aws/lambda/golden-ami"
 BUCKET = "arn:aws:s3:::golden-ami-payloads"
 QUEUE = f"arn:aws:sqs:{REGION}:{ACCOUNT}:golden-ami-build-trigger"
 TOPIC = f"arn:aws:sns:{REGION}:{ACCOUNT}:golden-ami-image-state"
+ROLLOUT_TABLE = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/golden-ami-rollout-status"
+STATE_MACHINE = f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:golden"
 BUILDER_EXAMPLES = {
     "service_trust_policy": [("trust", {"service": "ec2.amazonaws.com"})],
     "lambda_trust_policy": [("trust", {})],
@@ -253,6 +263,32 @@ BUILDER_EXAMPLES = {
         (
             "identity",
             {"queue_arn": QUEUE, "rule_arn": f"arn:aws:events:{REGION}:{ACCOUNT}:rule/rollout"},
+        )
+    ],
+    "states_trust_policy": [("trust", {"account_id": ACCOUNT})],
+    "rollout_waves_function_policy": [
+        (
+            "identity",
+            {
+                "table_arn": ROLLOUT_TABLE,
+                "state_machine_arn": STATE_MACHINE,
+                "alarm_topic_arn": alarm_topic,
+                "log_group_arn": LOG_GROUP,
+            },
+        )
+        for alarm_topic in ("", TOPIC)
+    ],
+    "rollout_state_machine_policy": [
+        ("identity", {"function_arns": [f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:golden"]})
+    ],
+    "rollout_operator_policy": [
+        (
+            "identity",
+            {
+                "table_arn": ROLLOUT_TABLE,
+                "state_machine_arn": STATE_MACHINE,
+                "executions_arn": f"arn:aws:states:{REGION}:{ACCOUNT}:execution:golden:*",
+            },
         )
     ],
 }
