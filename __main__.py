@@ -1,7 +1,8 @@
 """Golden AMI: one program, two roles. `golden-ami:role` picks what this stack deploys.
 
 infra     payload bucket, image pipeline with its build trigger (this account builds and shares),
-          fan-out, rollout status (bus, recorder, table, dashboard)
+          fan-out, rollout status (bus, recorder, table, dashboard), and with rolloutWaves
+          the progressive rollout (state machine that invokes the fan-out wave by wave)
 workload  refresh Lambda, invoke role and rollback alarms (this account follows the AMI)
 """
 
@@ -18,6 +19,7 @@ from components.org_fanout import OrgFanout, OrgFanoutArgs
 from components.payload_bucket import PayloadBucket, PayloadBucketArgs
 from components.refresh_rollback import RefreshWithRollback, RefreshWithRollbackArgs
 from components.rollout_status import RolloutStatus, RolloutStatusArgs
+from components.rollout_waves import RolloutWaves, RolloutWavesArgs
 
 
 def deploy_infra(cfg: InfraConfig) -> None:
@@ -62,6 +64,20 @@ def deploy_infra(cfg: InfraConfig) -> None:
     # `python -m rollout status` reads this table (infra credentials).
     pulumi.export("rolloutTableName", status.table_name)
     pulumi.export("rolloutDashboardName", status.dashboard_name)
+    if cfg.waves_enabled:
+        waves = RolloutWaves(
+            f"{cfg.environment_name}-waves",
+            RolloutWavesArgs.from_config(
+                cfg,
+                table_name=status.table_name,
+                table_arn=status.table_arn,
+                fanout_function_arn=fanout.function_arn,
+                image_topic_arn=pipeline.image_topic_arn,
+            ),
+        )
+        pulumi.export("rolloutStateMachineArn", waves.state_machine_arn)
+        # Attach to the people who run `python -m rollout approve|abort|resume`.
+        pulumi.export("rolloutOperatorPolicyArn", waves.operator_policy_arn)
 
 
 def deploy_workload(cfg: WorkloadConfig, provider_settings: Mapping[str, Any]) -> None:

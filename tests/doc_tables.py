@@ -29,6 +29,7 @@ _HANDLER_ROLES = {
     "recorder": "rollout recorder Lambda role (infra stack, RolloutStatus)",
     "refresh": "refresh Lambda role (workload stack, RefreshWithRollback)",
     "release": "release Lambda role (workload stack, RefreshWithRollback; operators invoke it)",
+    "waves": "rollout waves Lambda role (infra stack with rolloutWaves, RolloutWaves)",
 }
 
 

@@ -34,7 +34,7 @@ import botocore.handlers
 from tests.pulumi_harness import RecordedResource, StackRun
 from tests.sdk_floor import used_member_paths
 
-HANDLER_PACKAGES = ("build_trigger", "fanout", "recorder", "refresh")
+HANDLER_PACKAGES = ("build_trigger", "fanout", "recorder", "refresh", "waves")
 EXECUTION_ROLE = "execution role"
 INVOKE_ROLE = "InvokeInstanceRefreshHandlerRole"  # golden-ami:invokeRoleName, its default
 

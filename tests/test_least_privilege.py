@@ -36,6 +36,7 @@ HANDLER_TEST_FILES = {
     "fanout": "tests/test_fanout_handler.py",
     "recorder": "tests/test_recorder.py",
     "refresh": "tests/test_refresh_handler.py",
+    "waves": "tests/test_waves_handler.py",
 }
 LIST_ACCOUNTS_ROLE = "arn:aws:iam::111122223333:role/GoldenAmiListAccounts"
 # Infra stack variants covering every account source the fan-out tests exercise.
@@ -44,6 +45,14 @@ INFRA_VARIANTS = (
     {"organizationalUnitIds": ["ou-ab12-cd34ef56"]},
     {"listAccountsRoleArn": LIST_ACCOUNTS_ROLE},
     {"accountSource": "static", "staticAccountIds": ["222233334444"]},
+    # The progressive rollout: its waves Lambda, and the fan-out walking the waves' OUs.
+    {
+        "rolloutWaves": [
+            {"name": "canary", "accounts": ["ou-ab12-cd34ef56"], "approval": "manual"},
+            {"name": "rest", "accounts": ["rest"]},
+        ],
+        "alarmTopicArn": "arn:aws:sns:eu-west-1:111122223333:platform-alerts",
+    },
 )
 WORKLOAD_STACK = "workload-prod"  # two regions: the multi-region grants
 
@@ -70,7 +79,7 @@ GRANTED_NOT_CALLED = {
     ),
     **{
         (role, action): "called by the Lambda runtime to write the function's logs"
-        for role in ("build_trigger", "fanout", "recorder", "refresh")
+        for role in ("build_trigger", "fanout", "recorder", "refresh", "waves")
         for action in ("logs:CreateLogStream", "logs:PutLogEvents")
     },
 }

@@ -26,6 +26,16 @@ STACKS = (
     ("infra", {"organizationalUnitIds": ["ou-ab12-cd34ef56"]}),
     ("infra", {"listAccountsRoleArn": f"arn:aws:iam::{ACCOUNT}:role/GoldenAmiListAccounts"}),
     ("infra", {"amiKmsKeyArn": MRK, "buildTrigger": "cloudtrail"}),
+    (
+        "infra",
+        {
+            "rolloutWaves": [
+                {"name": "canary", "accounts": ["ou-ab12-cd34ef56"], "approval": "manual"},
+                {"name": "rest", "accounts": ["rest"]},
+            ],
+            "alarmTopicArn": f"arn:aws:sns:eu-west-1:{ACCOUNT}:platform-alerts",
+        },
+    ),
     ("workload-dev", {}),
     ("workload-prod", {}),
 )

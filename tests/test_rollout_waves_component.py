@@ -144,3 +144,43 @@ def test_every_child_belongs_to_the_component():
         if resource is not component:
             assert resource.parent == component.urn, resource.name
             assert resource.name.startswith(f"{NAME}-"), resource.name
+
+
+WAVES_CONFIG = {
+    "rolloutWaves": [
+        {"name": "canary", "accounts": ["222233334444"], "soakMinutes": 30},
+        {"name": "rest", "accounts": ["rest"]},
+    ]
+}
+
+
+def _subscribed_functions(run: StackRun) -> set[str]:
+    return {
+        s["endpoint"].rsplit(":", 1)[-1]
+        for s in run.resources_of_type("aws:sns/topicSubscription:TopicSubscription")
+        if s["protocol"] == "lambda"
+    }
+
+
+def test_without_waves_the_fanout_follows_the_image_topic_and_no_state_machine_exists(stack_run):
+    run = stack_run("infra")
+    assert run.resources_of_type("golden-ami:rollout_waves:RolloutWaves") == []
+    assert "Lambda-Invoke-Another-LambdaInMultiAccout-For-InstanceRefresh" in (
+        _subscribed_functions(run)
+    )
+
+
+def test_with_waves_only_the_state_machine_invokes_the_fanout_on_the_status_table(stack_run):
+    run = stack_run("infra", WAVES_CONFIG)
+    subscribed = _subscribed_functions(run)
+    assert "golden-ami-rollout-waves" in subscribed
+    assert "Lambda-Invoke-Another-LambdaInMultiAccout-For-InstanceRefresh" not in subscribed
+    assert not [p for p in run.resources_of_type("aws:lambda/permission:Permission")
+                if p["function"].startswith("Lambda-Invoke")]  # fmt: skip
+    table = run.one("aws:dynamodb/table:Table")
+    variables = run.one("aws:lambda/function:Function", "waves")["environment"]["variables"]
+    assert variables["TABLE_NAME"] == table["name"]
+    assert run.outputs["rolloutStateMachineArn"].endswith(":stateMachine:golden-ami-rollout-waves")
+    assert run.outputs["rolloutOperatorPolicyArn"].endswith(
+        ":policy/golden-ami-rollout-waves-operator"
+    )
