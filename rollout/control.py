@@ -205,3 +205,35 @@ def run_command(command: str, rollout_id: str, table_name: str, by: str | None =
     return {"approve": control.approve, "abort": control.abort, "resume": control.resume}[command](
         rollout_id, who
     )
+
+
+def main(argv: Sequence[str], out: Any = None) -> int:
+    """`python -m rollout approve|abort|resume <image build version> [--table NAME]`."""
+    import argparse
+    import os
+    import sys
+
+    out = out or sys.stdout
+    parser = argparse.ArgumentParser(
+        prog="python -m rollout",
+        description="Answer a progressive rollout: approve a manual gate, abort, or resume "
+        "after a halt (infra account credentials).",
+    )
+    parser.add_argument("command", choices=COMMANDS)
+    parser.add_argument("rollout", help="the image build version, e.g. 1.0.0/3")
+    parser.add_argument(
+        "--table",
+        default=os.environ.get("ROLLOUT_TABLE_NAME", ""),
+        help="the rollout status table (infra stack output rolloutTableName; "
+        "default $ROLLOUT_TABLE_NAME)",
+    )
+    parser.add_argument("--as", dest="by", help="who to record (default: your user name)")
+    args = parser.parse_args(argv)
+    if not args.table:
+        parser.error("--table (or ROLLOUT_TABLE_NAME) is required")
+    try:
+        print(run_command(args.command, args.rollout, args.table, args.by), file=out)
+    except ControlError as error:
+        print(f"nothing done: {error}", file=out)
+        return 1
+    return 0
