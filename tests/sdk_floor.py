@@ -52,6 +52,7 @@ HANDLER_OPERATIONS = (
     "dynamodb.GetItem",
     "dynamodb.PutItem",
     "dynamodb.Query",
+    "dynamodb.UpdateItem",
     "ec2.CreateLaunchTemplateVersion",
     "ec2.CreateTags",
     "ec2.DeleteTags",
@@ -69,6 +70,8 @@ HANDLER_OPERATIONS = (
     "organizations.ListAccountsForParent",
     "organizations.ListOrganizationalUnitsForParent",
     "s3.ListObjectVersions",
+    "sns.Publish",
+    "stepfunctions.StartExecution",
     "sts.AssumeRole",
     "sts.GetCallerIdentity",
 )

@@ -1,7 +1,7 @@
 """The RolloutWaves state machine, run by moto's ASL interpreter (DESIGN §10 "Waves").
 
 Every test drives the real definition (components/rollout_definition.py), the real waves and
-fan-out handlers and the operator CLI (rollout/control.py) in tests/rollout_world.py; only the
+fan-out handlers and the operator CLI (rollout/control.py) in sandbox/waves_world.py; only the
 workload accounts are stand-ins that report their groups' states to the rollout table.
 """
 
@@ -10,9 +10,14 @@ from __future__ import annotations
 import boto3
 import pytest
 
+pytest.importorskip(
+    "antlr4", reason="moto's ASL interpreter needs antlr4-python3-runtime (requirements.txt)"
+)
+
+from components.policies import rollout_operator_policy
 from rollout.control import ControlError, RolloutControl
 from sandbox.step_functions import ClockStuckError
-from tests.rollout_world import (
+from sandbox.waves_world import (
     LATE_ROLLBACK,
     POLL_SECONDS,
     REFRESH_SECONDS,
@@ -25,13 +30,25 @@ from tests.rollout_world import (
     rollout_world,
     wave,
 )
+from tests.iam_recorder import iam_action
 
 ROLLOUT = "1.0.0/3"
 
 
-def control() -> RolloutControl:
-    """The operator CLI's commands, with the infra account's credentials."""
-    return RolloutControl(TABLE, boto3.Session(region_name=REGION))
+# IAM actions the operator CLI called, per command: held against its policy at the end.
+CLI_ACTIONS: dict[str, set[str]] = {}
+
+
+def control(command: str) -> RolloutControl:
+    """The operator CLI's commands, with the infra account's credentials, their calls recorded."""
+    session = boto3.Session(region_name=REGION)
+    called = CLI_ACTIONS.setdefault(command, set())
+
+    def record(model, **_):
+        called.add(iam_action(model.service_model.signing_name, model.name))
+
+    session.events.register("before-call", record)
+    return RolloutControl(TABLE, session)
 
 
 EXECUTION = "rollout-1.0.0-3"
@@ -135,14 +152,14 @@ def test_a_manual_gate_waits_for_approve_and_then_the_next_wave_runs():
             world.clock.run_until(lambda: False, world.router)
         assert world.accounts_invoked() == CANARY
 
-        said = control().approve(ROLLOUT, by="alice")
+        said = control("approve").approve(ROLLOUT, by="alice")
         assert said == "approved rollout 1.0.0/3 after wave 'canary': wave 'rest' begins"
         assert world.run_until_finished(EXECUTION)["status"] == "SUCCEEDED"
         assert world.accounts_invoked() == sorted(CANARY + REST)
         canary = world.wave_item(ROLLOUT, 0)
         assert (canary["state"], canary["approvedBy"]) == ("approved", "alice")
         with pytest.raises(ControlError, match="waits for no approval"):
-            control().approve(ROLLOUT, by="alice")
+            control("approve").approve(ROLLOUT, by="alice")
 
 
 def test_abort_mid_wave_stops_the_execution_and_no_further_wave_starts():
@@ -151,7 +168,7 @@ def test_abort_mid_wave_stops_the_execution_and_no_further_wave_starts():
         world.clock.run_until(
             lambda: world.wave_item(ROLLOUT, 0).get("state") == "watching", world.router
         )
-        said = control().abort(ROLLOUT, by="bob")
+        said = control("abort").abort(ROLLOUT, by="bob")
         assert said.startswith("aborted rollout 1.0.0/3 during wave 'canary'")
         assert "groups mid-refresh finish or roll back on their own" in said
         world.clock.settle()
@@ -167,14 +184,14 @@ def test_abort_mid_wave_stops_the_execution_and_no_further_wave_starts():
         assert world.wave_item(ROLLOUT, 0)["state"] == "aborted"
         assert world.wave_item(ROLLOUT, 1) == {}
         with pytest.raises(ControlError, match="no running execution"):
-            control().abort(ROLLOUT, by="bob")
+            control("abort").abort(ROLLOUT, by="bob")
 
 
 def test_resume_after_a_halt_continues_with_the_next_wave_once():
     with rollout_world(TWO_WAVES, CANARY + REST, {CANARY[0]: ROLLS_BACK}) as world:
         world.deliver(image_message())
         assert world.run_until_finished(EXECUTION)["status"] == "FAILED"
-        said = control().resume(ROLLOUT, by="carol")
+        said = control("resume").resume(ROLLOUT, by="carol")
         assert said.startswith("resumed rollout 1.0.0/3: wave 'canary' stays halted")
         assert "execution rollout-1.0.0-3-from-1 continues with wave 1" in said
         resumed = world.run_until_finished("rollout-1.0.0-3-from-1")
@@ -183,7 +200,7 @@ def test_resume_after_a_halt_continues_with_the_next_wave_once():
         assert world.wave_item(ROLLOUT, 0)["state"] == "resumed"
         assert world.wave_item(ROLLOUT, 1)["state"] == "passed"
         with pytest.raises(ControlError, match="is not halted"):
-            control().resume(ROLLOUT, by="carol")
+            control("resume").resume(ROLLOUT, by="carol")
 
 
 def test_a_halt_at_the_last_wave_has_nothing_to_resume():
@@ -192,7 +209,7 @@ def test_a_halt_at_the_last_wave_has_nothing_to_resume():
         world.deliver(image_message())
         assert world.run_until_finished(EXECUTION)["status"] == "FAILED"
         with pytest.raises(ControlError, match="halted at its last wave 'rest'"):
-            control().resume(ROLLOUT, by="carol")
+            control("resume").resume(ROLLOUT, by="carol")
         assert [e["name"] for e in world.executions()] == [EXECUTION]
 
 
@@ -226,3 +243,21 @@ def test_a_newer_image_supersedes_the_older_rollout_before_its_next_wave():
         )
         assert world.accounts_invoked("1.0.0/3") == CANARY
         assert world.accounts_invoked("1.0.1/1") == sorted(CANARY + REST)
+
+
+def test_the_operator_policy_grants_exactly_what_approve_abort_and_resume_call():
+    if set(CLI_ACTIONS) != {"approve", "abort", "resume"}:
+        pytest.skip("the approve, abort and resume tests did not all run in this session")
+    policy = rollout_operator_policy(
+        table_arn="arn:aws:dynamodb:eu-west-1:123456789012:table/t",
+        state_machine_arn="arn:aws:states:eu-west-1:123456789012:stateMachine:m",
+        executions_arn="arn:aws:states:eu-west-1:123456789012:execution:m:*",
+    )
+    granted = {
+        action
+        for statement in policy["Statement"]
+        for action in (
+            [statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"]
+        )
+    }
+    assert set().union(*CLI_ACTIONS.values()) == granted

@@ -1,4 +1,7 @@
-"""A progressive rollout on moto: the real state machine, waves Lambda and fan-out, fake fleets.
+"""A progressive rollout on moto: the real state machine, waves Lambda and fan-out, stand-in fleets.
+
+Used by tests/test_rollout_waves.py and by the benchmark (`python -m bench`). Needs moto's ASL
+interpreter (antlr4-python3-runtime, in requirements.txt).
 
 The RolloutWaves definition runs on moto's ASL interpreter; its Lambda tasks reach the real
 waves and fan-out handlers through `sandbox.lambda_invoke`; Wait states run on
@@ -13,14 +16,14 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import boto3
-import pytest
 from moto import mock_aws
 from moto.iam.models import iam_backends
 
@@ -32,10 +35,6 @@ from handlers.waves import app as waves_app
 from handlers.waves.logic import wave_key
 from sandbox.lambda_invoke import LambdaFunction, LambdaRouter
 from sandbox.step_functions import EmulatedClock
-
-pytest.importorskip(
-    "antlr4", reason="moto's ASL interpreter needs antlr4-python3-runtime (requirements.txt)"
-)
 
 INFRA = "123456789012"  # moto's default account: the state machine calls Lambda as it
 REGION = "eu-west-1"
@@ -105,6 +104,23 @@ class RolloutWorld:
     state_machine_arn: str
     behaviour: dict[str, str] = field(default_factory=dict)
     invoked: list[tuple[str, str]] = field(default_factory=list)  # (account, rollout id)
+    # (function, what it was asked, wall-clock start, seconds) of every handler run
+    timings: list[tuple[str, str, float, float]] = field(default_factory=list)
+
+    def timed(self, name: str, handler: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+        def run(event: Any, context: Any) -> Any:
+            asked = (
+                event.get("action", "sns" if "Records" in event else "")
+                if isinstance(event, dict)
+                else ""
+            )
+            started = time.perf_counter()
+            try:
+                return handler(event, context)
+            finally:
+                self.timings.append((name, asked, started, time.perf_counter() - started))
+
+        return run
 
     # --- the outside world ----------------------------------------------------------------
 
@@ -115,6 +131,18 @@ class RolloutWorld:
         status = GroupStatus(account, REGION, group, state, self.at(self.clock.now), reason="")
         self.table.put_item(Item=status.to_item(rollout_id))
 
+    def later(
+        self, delay: float, account: str, rollout_id: str, state: str, group: str = "ecs"
+    ) -> None:
+        """The refresh's end, reported `delay` emulated seconds on (timed as workload work)."""
+
+        def report() -> None:
+            started = time.perf_counter()
+            self.report(account, rollout_id, state, group)
+            self.timings.append(("refresh-end", state, started, time.perf_counter() - started))
+
+        self.clock.at(delay, report)
+
     def workload_handler(self, account: str) -> Any:
         def refresh(event: dict[str, Any], _context: Any) -> dict[str, Any]:
             rollout_id = event["imageVersion"]
@@ -124,12 +152,11 @@ class RolloutWorld:
                 return {"results": []}
             self.report(account, rollout_id, "started")
             end = "RollbackSuccessful" if behaviour == ROLLS_BACK else "Successful"
-            self.clock.at(REFRESH_SECONDS, lambda: self.report(account, rollout_id, end))
+            self.later(REFRESH_SECONDS, account, rollout_id, end)
             if behaviour == LATE_ROLLBACK:
                 # A second group whose refresh ran later rolls back during the wave's soak.
-                self.clock.at(
-                    REFRESH_SECONDS + 900,
-                    lambda: self.report(account, rollout_id, "RollbackSuccessful", "ecs-batch"),
+                self.later(
+                    REFRESH_SECONDS + 900, account, rollout_id, "RollbackSuccessful", "ecs-batch"
                 )
             return {"results": []}
 
@@ -277,7 +304,7 @@ def rollout_world(
                 INFRA,
                 REGION,
                 WAVES_FUNCTION,
-                waves_app.lambda_handler,
+                world.timed(WAVES_FUNCTION, waves_app.lambda_handler),
                 role_arn["waves"],
                 environment={
                     "WAVES_JSON": json.dumps(list(waves)),
@@ -293,7 +320,7 @@ def rollout_world(
                 INFRA,
                 REGION,
                 FANOUT_FUNCTION,
-                fanout_app.lambda_handler,
+                world.timed(FANOUT_FUNCTION, fanout_app.lambda_handler),
                 role_arn["fanout"],
                 environment={
                     "INVOKE_ROLE_NAME": INVOKE_ROLE,
@@ -313,7 +340,7 @@ def rollout_world(
                     account,
                     REGION,
                     REFRESH_FUNCTION,
-                    world.workload_handler(account),
+                    world.timed(REFRESH_FUNCTION, world.workload_handler(account)),
                     f"arn:aws:iam::{account}:role/refresh",
                 )
             )
