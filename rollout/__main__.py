@@ -12,9 +12,9 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
-from rollout import status
+from rollout import control, status
 
-COMMANDS = (status,)
+COMMANDS = (status, control)
 
 
 def main(argv: Sequence[str], out: TextIO) -> int:

@@ -21,15 +21,18 @@ IAM actions used (the RolloutWaves operator policy grants exactly these):
 
 from __future__ import annotations
 
+import argparse
 import getpass
 import json
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TextIO
 
 import boto3
 from boto3.dynamodb.conditions import Key
+from botocore.exceptions import BotoCoreError, ClientError
 
 from handlers.common.status import rollout_key
 from handlers.waves.logic import (
@@ -196,44 +199,49 @@ def _describe(waves: Sequence[WaveItem]) -> str:
 
 
 COMMANDS = ("approve", "abort", "resume")
+TABLE_ENV = "GOLDEN_AMI_ROLLOUT_TABLE"  # as `python -m rollout status` reads it
+DEFAULT_TABLE = "golden-ami-rollout-status"
+HELP = {
+    "approve": "let a rollout waiting at a manual gate go on with its next wave",
+    "abort": "stop a rollout: no further wave (groups mid-refresh finish or roll back)",
+    "resume": "after a halt judged a false alarm: continue with the next wave",
+}
 
 
-def run_command(command: str, rollout_id: str, table_name: str, by: str | None = None) -> str:
-    """One line saying what was done; raises ControlError when nothing could be."""
-    control = RolloutControl(table_name)
-    who = by or getpass.getuser()
-    return {"approve": control.approve, "abort": control.abort, "resume": control.resume}[command](
-        rollout_id, who
-    )
+def add_parser(subparsers: Any) -> None:
+    """`approve`, `abort` and `resume` for the `python -m rollout` dispatcher."""
+    for command in COMMANDS:
+        parser = subparsers.add_parser(command, help=HELP[command], description=HELP[command])
+        parser.add_argument("rollout", help="rollout id (image build version, e.g. 1.0.0/3)")
+        parser.add_argument(
+            "--table", help=f"status table name (default ${TABLE_ENV} or {DEFAULT_TABLE})"
+        )
+        parser.add_argument(
+            "--region", help="the infra stack's home region (default: the AWS config's)"
+        )
+        parser.add_argument(
+            "--as", dest="by", help="who to record as deciding (default: your user name)"
+        )
+        parser.set_defaults(func=run, control_command=command)
 
 
-def main(argv: Sequence[str], out: Any = None) -> int:
-    """`python -m rollout approve|abort|resume <image build version> [--table NAME]`."""
-    import argparse
-    import os
-    import sys
-
-    out = out or sys.stdout
-    parser = argparse.ArgumentParser(
-        prog="python -m rollout",
-        description="Answer a progressive rollout: approve a manual gate, abort, or resume "
-        "after a halt (infra account credentials).",
-    )
-    parser.add_argument("command", choices=COMMANDS)
-    parser.add_argument("rollout", help="the image build version, e.g. 1.0.0/3")
-    parser.add_argument(
-        "--table",
-        default=os.environ.get("ROLLOUT_TABLE_NAME", ""),
-        help="the rollout status table (infra stack output rolloutTableName; "
-        "default $ROLLOUT_TABLE_NAME)",
-    )
-    parser.add_argument("--as", dest="by", help="who to record (default: your user name)")
-    args = parser.parse_args(argv)
-    if not args.table:
-        parser.error("--table (or ROLLOUT_TABLE_NAME) is required")
+def run(
+    args: argparse.Namespace,
+    out: TextIO,
+    session: boto3.Session | None = None,
+    environ: Mapping[str, str] = os.environ,
+) -> int:
+    """Print what was done (exit 0), or why nothing was (exit 1)."""
+    table_name = args.table or environ.get(TABLE_ENV) or DEFAULT_TABLE
+    control = RolloutControl(table_name, session or boto3.Session(region_name=args.region))
+    command = {"approve": control.approve, "abort": control.abort, "resume": control.resume}
     try:
-        print(run_command(args.command, args.rollout, args.table, args.by), file=out)
+        said = command[args.control_command](args.rollout, args.by or getpass.getuser())
     except ControlError as error:
-        print(f"nothing done: {error}", file=out)
+        out.write(f"rollout {args.control_command}: nothing done: {error}\n")
         return 1
+    except (BotoCoreError, ClientError) as error:
+        out.write(f"rollout {args.control_command}: {error}\n")
+        return 1
+    out.write(said + "\n")
     return 0

@@ -7,6 +7,7 @@ moto's ASL interpreter (antlr4) is not installed.
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterator
 
@@ -17,6 +18,7 @@ from moto import mock_aws
 from handlers.common.status import GroupStatus
 from handlers.waves import app
 from handlers.waves.logic import ConfigurationError, MalformedInputError
+from rollout.__main__ import main
 
 REGION = "eu-west-1"
 TABLE = "golden-ami-rollout-status"
@@ -163,3 +165,17 @@ def test_a_broken_environment_is_refused_before_any_call(world, monkeypatch):
     monkeypatch.setenv("WAVES_JSON", "[]")
     with pytest.raises(ConfigurationError, match="lists no wave"):
         app.lambda_handler(sns_event(MESSAGE), None, world["session"])
+
+
+def test_the_cli_says_why_it_did_nothing_and_exits_1(world, monkeypatch):
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    out = io.StringIO()
+    assert main(["abort", "1.0.0/3", "--table", TABLE, "--as", "dana"], out) == 1
+    assert out.getvalue() == (
+        "rollout abort: nothing done: no rollout '1.0.0/3' in the table (no wave began)\n"
+    )
+    step(world, "begin", {"rolloutId": "1.0.0/3", "waveIndex": 0, "startWave": 0})
+    out = io.StringIO()
+    monkeypatch.setenv("GOLDEN_AMI_ROLLOUT_TABLE", TABLE)
+    assert main(["resume", "1.0.0/3"], out) == 1
+    assert "is not halted (canary invoking): nothing to resume" in out.getvalue()
