@@ -22,6 +22,7 @@ import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
 from handlers.common import status as record
+from handlers.waves.logic import WAVE_PREFIX
 
 TABLE_ENV = "GOLDEN_AMI_ROLLOUT_TABLE"
 DEFAULT_TABLE = "golden-ami-rollout-status"
@@ -46,10 +47,21 @@ class Attention:
 
 
 @dataclass(frozen=True)
+class WaveLine:
+    """A progressive rollout's wave as the waves Lambda records it (handlers/waves)."""
+
+    index: int
+    name: str
+    state: str  # invoking, watching, soaking, awaiting-approval, passed, halted, ...
+    reason: str  # why it halted or was superseded; "" otherwise
+
+
+@dataclass(frozen=True)
 class RolloutReport:
     rollout_id: str
     summary: record.RolloutSummary
     attention: tuple[Attention, ...]
+    waves: tuple[WaveLine, ...] = ()
 
     def as_json(self) -> dict[str, Any]:
         summary = self.summary
@@ -85,6 +97,10 @@ class RolloutReport:
                     "reason": a.reason,
                 }
                 for a in self.attention
+            ],
+            "waves": [
+                {"index": w.index, "name": w.name, "state": w.state, "reason": w.reason or None}
+                for w in self.waves
             ],
         }
 
@@ -126,8 +142,26 @@ def build_report(
         raise StatusError(f"table {table.name} has nothing recorded for rollout {rollout_id}")
     summary = record.summarize(record.parse_item(item) for item in items)
     return RolloutReport(
-        rollout_id, summary, needing_attention(summary, now, silent_after, deferred_after)
+        rollout_id,
+        summary,
+        needing_attention(summary, now, silent_after, deferred_after),
+        waves_of(items),
     )
+
+
+def waves_of(items: Iterable[Mapping[str, Any]]) -> tuple[WaveLine, ...]:
+    """The rollout's wave items (`sk=WAVE#<nn>`), in order; none without rolloutWaves."""
+    return tuple(
+        sorted(
+            (
+                WaveLine(int(i["index"]), str(i["name"]), str(i.get("state", "")),
+                         str(i.get("reason", "")))
+                for i in items
+                if str(i["sk"]).startswith(WAVE_PREFIX) and "name" in i
+            ),
+            key=lambda wave: wave.index,
+        )
+    )  # fmt: skip
 
 
 def needing_attention(
@@ -177,6 +211,11 @@ def render_table(report: RolloutReport, colour: bool) -> str:
     width = max((len(state) for state in summary.counts), default=5)
     for state, count in summary.counts.items():
         lines.append(f"  {paint(state.ljust(width), state)}  {count:>5}")
+    if report.waves:
+        lines += ["", "Waves:"]
+        for wave in report.waves:
+            why = f"  {wave.reason}" if wave.reason else ""
+            lines.append(f"  {wave.index}  {wave.name}  {wave.state}{why}")
     rows = [("ACCOUNT", "REGION", "GROUP", "STATE", "SINCE", "REASON")] + [
         (g.account, g.region, g.group, g.state, g.updated_at, g.reason) for g in summary.groups
     ]

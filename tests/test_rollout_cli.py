@@ -120,8 +120,9 @@ def test_json_is_one_stable_document(session, recorded):
     assert code == 2
     assert set(document) == {
         "schemaVersion", "rolloutId", "counts", "phases", "silent", "settled", "groups",
-        "attention",
+        "attention", "waves",
     }  # fmt: skip
+    assert document["waves"] == []  # no rolloutWaves: no wave items
     assert document["counts"] == {"RollbackSuccessful": 1, "Successful": 1, "deferred": 1}
     assert document["phases"] == {"pending": 1, "succeeded": 1, "failed": 1}
     assert document["silent"] == 1 and document["settled"] is False

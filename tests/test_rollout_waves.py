@@ -7,6 +7,8 @@ workload accounts are stand-ins that report their groups' states to the rollout 
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import boto3
 import pytest
 
@@ -16,6 +18,7 @@ pytest.importorskip(
 
 from components.policies import rollout_operator_policy
 from rollout.control import ControlError, RolloutControl
+from rollout.status import StatusTable, build_report, render_table
 from sandbox.step_functions import ClockStuckError
 from sandbox.waves_world import (
     LATE_ROLLBACK,
@@ -86,6 +89,12 @@ def test_failure_in_the_canary_halts_and_no_account_of_the_next_wave_is_invoked(
         assert world.wave_item(ROLLOUT, 1) == {}
         (notice,) = world.alarm_messages()
         assert notice["Subject"] == "Golden AMI rollout 1.0.0/3 halted at wave canary"
+        # `python -m rollout status` shows the halt and its reason.
+        shown = build_report(
+            StatusTable(boto3.Session(region_name=REGION), TABLE), ROLLOUT, datetime.now(UTC)
+        )
+        assert [(w.name, w.state) for w in shown.waves] == [("canary", "halted")]
+        assert render_table(shown, colour=False).count(halted["reason"]) == 1
         assert "python -m rollout resume 1.0.0/3" in notice["Message"]
         # Halted as soon as the rollback was reported: no soak, no timeout.
         assert world.clock.now < REFRESH_SECONDS + 2 * POLL_SECONDS
