@@ -895,3 +895,32 @@ def test_a_wave_request_with_a_broken_image_message_raises(org, edge):
     with pytest.raises(MalformedMessageError, match="imageMessage is not JSON"):
         run(edge, event)
     assert edge.calls == []
+
+
+def test_batch_writes_retry_what_dynamodb_left_unprocessed_and_give_up_loudly(monkeypatch):
+    from handlers.fanout import aws as fanout_aws
+
+    class Throttling:
+        def __init__(self, unprocessed_rounds: int) -> None:
+            self.rounds, self.calls = unprocessed_rounds, []
+
+        def batch_write_item(self, RequestItems):  # noqa: N803 - the API's member name
+            self.calls.append(sum(len(requests) for requests in RequestItems.values()))
+            if self.rounds:
+                self.rounds -= 1
+                return {"UnprocessedItems": {"t": RequestItems["t"][:1]}}
+            return {"UnprocessedItems": {}}
+
+    monkeypatch.setattr(fanout_aws.time, "sleep", lambda seconds: None)
+    items = [{"pk": "ROLLOUT#1", "sk": f"INVOKED#{n:012d}#eu-west-1"} for n in range(30)]
+    for rounds, raises in ((2, False), (fanout_aws.BATCH_WRITE_ATTEMPTS + 1, True)):
+        client = Throttling(rounds)
+        aws = fanout_aws.FanoutAws(boto3.Session(region_name=HOME_REGION, aws_access_key_id="k",
+                                                 aws_secret_access_key="s"))  # fmt: skip
+        monkeypatch.setattr(aws, "_client", lambda *args, client=client, **kwargs: client)
+        if raises:
+            with pytest.raises(fanout_aws.UnprocessedItemsError, match="1 items left unprocessed"):
+                aws.record_items("t", items)
+        else:
+            aws.record_items("t", items)
+            assert client.calls == [25, 1, 1, 5]  # two retries of the one left, then the rest
