@@ -11,6 +11,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from handlers.common.log import JsonFormatter
 from handlers.refresh import app, rules
 from handlers.refresh.parse import InvalidInputError
 from sandbox.instance_refresh import InstanceRefreshEmulator
@@ -554,6 +555,41 @@ def test_one_failing_group_does_not_stop_the_others(world):
     assert outcomes["missing"] == ("failed", "Auto Scaling group missing does not exist")
     assert outcomes["ecs-a"][0] == "failed" and "AccessDenied" in outcomes["ecs-a"][1]
     assert outcomes["ecs-b"][0] == "started"
+
+
+def test_an_unexpected_exception_fails_only_its_group_and_is_logged_with_its_traceback(
+    world, caplog
+):
+    """DESIGN §5.8: a crash in one group (here an API answer of an unexpected shape) must not
+    skip the account's other groups; the run returns, as it does for AWS errors."""
+    world.add_group("ecs-b", world.template_id)
+    answers = []
+
+    def version_without_data(params, **_):
+        if answers:  # only the first read, ecs-a's
+            return None
+        answers.append(params)
+        return botocore_response(200), {
+            "LaunchTemplateVersions": [{"LaunchTemplateId": world.template_id, "VersionNumber": 1}]
+        }
+
+    world.session.events.register_first(
+        "before-call.ec2.DescribeLaunchTemplateVersions", version_without_data
+    )
+
+    results = world.run(world.rollout(world.new_ami))
+
+    a, b = results
+    assert (a["autoScalingGroupName"], a["outcome"]) == ("ecs-a", "failed"), a
+    assert a["reason"] == "unexpected error: KeyError: 'LaunchTemplateData'"
+    assert (b["autoScalingGroupName"], b["outcome"]) == ("ecs-b", "started"), b
+    [record] = [r for r in caplog.records if r.getMessage() == "group handling crashed"]
+    crash = json.loads(JsonFormatter().format(record))  # the line Lambda ships to CloudWatch
+    assert crash["level"] == "ERROR" and crash["autoScalingGroupName"] == "ecs-a"
+    assert crash["exception"].startswith("Traceback (most recent call last)")
+    assert "KeyError: 'LaunchTemplateData'" in crash["exception"]
+    assert published(world)["GroupsFailed"] == 1
+    assert published(world)["GroupsStarted"] == 1
 
 
 # --- outcome metrics: failed and rejected must be visible in the account ------------------------

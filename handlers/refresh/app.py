@@ -1,7 +1,12 @@
 """Lambda entry point of the workload refresh handler (DESIGN §4, §5).
 
 Every target group is handled on its own: read its state, apply the §5 rules in `rules.py`,
-then make the few writes they call for. One group's failure is reported for that group only.
+then make the few writes they call for. One group's failure is reported for that group only
+(DESIGN §5.8), even an unexpected exception: it becomes that group's `failed` result, counted in
+GroupsFailed (whose alarm fires) and reported like any other; the run still returns normally,
+as it does for a group that failed on an AWS error, since a Lambda retry would repeat the crash
+and converge every healthy group twice more. Bad input still fails the whole run, before any
+AWS call.
 """
 
 from __future__ import annotations
@@ -151,6 +156,18 @@ def _handle_group(
         result.outcome, result.reason = decided.outcome, decided.reason
     except (ClientError, BotoCoreError) as error:
         result.outcome, result.reason = "failed", f"AWS error: {error}"
+    except Exception as error:  # a bug or an odd API answer: this group only (module docstring)
+        result.outcome = "failed"
+        result.reason = f"unexpected error: {type(error).__name__}: {error}"
+        LOGGER.exception(
+            "group handling crashed",
+            extra={
+                "fields": {
+                    "region": aws.region,
+                    "autoScalingGroupName": target.auto_scaling_group_name,
+                }
+            },
+        )
     return result
 
 
