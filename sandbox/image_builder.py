@@ -370,7 +370,8 @@ class ImageBuilderEmulator:
                     root_device_type="ebs",
                     root_device_name="/dev/xvda",
                     creation_date=image.date_created,
-                    tags=tags,
+                    # Tags stay with the owner: an account the AMI is shared with sees none.
+                    tags=tags if account_id == pipeline.account_id else None,
                 )
                 ami.launch_permissions.extend(permissions)
                 ec2_backends[account_id][region].amis[ami_id] = ami

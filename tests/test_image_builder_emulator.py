@@ -239,6 +239,8 @@ def test_build_moves_through_documented_states_and_distributes(client, image_bui
 
 
 def test_ami_is_visible_to_workload_accounts_moto_cannot_share_with():
+    """Shared, not copied: the owner sees the AMI's tags, an account it is shared with none
+    (EC2 keeps tags per account), so no workload handler can come to rely on them."""
     from moto.ec2.models import ec2_backends
 
     with mock_aws(), ImageBuilderEmulator() as emulator:
@@ -255,6 +257,10 @@ def test_ami_is_visible_to_workload_accounts_moto_cannot_share_with():
         ami_id = emulator.run_build(arn)["outputResources"]["amis"][0]["image"]
         workload_copy = ec2_backends[WORKLOAD_ACCOUNT]["eu-west-1"].amis[ami_id]
         assert workload_copy.owner_id == ACCOUNT
+        owner_copy = ec2_backends[ACCOUNT]["eu-west-1"].amis[ami_id]
+        assert owner_copy.get_tags() != []
+        assert {t["key"] for t in owner_copy.get_tags()} >= {"Ec2ImageBuilderArn", "CreatedBy"}
+        assert workload_copy.get_tags() == []
 
 
 def test_failed_build_registers_nothing_and_reports_reason(client, image_builder):
