@@ -10,7 +10,10 @@ that remainder is the state machine's overhead.
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from sandbox.waves_world import (
@@ -51,10 +54,24 @@ def three_waves(accounts: int) -> tuple[list[str], list[dict]]:
     return ids, waves
 
 
+@contextmanager
+def handler_logs_muted() -> Iterator[None]:
+    """The handlers' JSON lines (a fan-out summary of 1,000 accounts is ~100 KB) stay out."""
+    loggers = [logging.getLogger(f"golden-ami.{name}") for name in ("fanout", "waves")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
 def run_waves(accounts: int) -> tuple[str, list[WaveFigures], float]:
     """The execution's status, the figures per wave and the whole run's wall time."""
     ids, waves = three_waves(accounts)
-    with rollout_world(waves, ids) as world:
+    with handler_logs_muted(), rollout_world(waves, ids) as world:
         started = time.perf_counter()
         world.deliver(image_message())
         status = world.run_until_finished(EXECUTION)["status"]
