@@ -211,14 +211,14 @@ def _converge(
     if image.image_id in verdicts.quarantined:
         raise _DecidedError(
             "quarantined",
-            f"{image.image_id} was rolled back on this group; use the release action if the "
-            "alarm was false",
+            f"{image.image_id} was rolled back on this group; if the alarm was false, "
+            "release it with the stack's release function",
         )
     if image.image_id in verdicts.held:
         raise _DecidedError(
             "held",
-            f"an operator cancelled the refresh to {image.image_id} on this group; use the "
-            "release action to let it roll out again",
+            f"an operator cancelled the refresh to {image.image_id} on this group; release it "
+            "with the stack's release function to let it roll out again",
         )
     current_image = aws.image(current_image_id)
     if reason := rules.older_than_current_reason(image, current_image):
