@@ -576,6 +576,7 @@ def test_an_unexpected_exception_fails_only_its_group_and_is_logged_with_its_tra
     world.session.events.register_first(
         "before-call.ec2.DescribeLaunchTemplateVersions", version_without_data
     )
+    reported = _put_events(world.session)
 
     results = world.run(world.rollout(world.new_ami))
 
@@ -590,6 +591,11 @@ def test_an_unexpected_exception_fails_only_its_group_and_is_logged_with_its_tra
     assert "KeyError: 'LaunchTemplateData'" in crash["exception"]
     assert published(world)["GroupsFailed"] == 1
     assert published(world)["GroupsStarted"] == 1
+    details = [json.loads(entry["Detail"]) for entry in reported[0]["Entries"]]
+    assert [(d["autoScalingGroupName"], d["outcome"]) for d in details] == [
+        ("ecs-a", "failed"),
+        ("ecs-b", "started"),
+    ]  # the rollout status sees the crash too (DESIGN §10)
 
 
 # --- outcome metrics: failed and rejected must be visible in the account ------------------------
