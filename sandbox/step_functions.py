@@ -5,7 +5,8 @@ moto 5.2 runs Amazon States Language for real (`mock_aws(config={"stepfunctions"
 calls Lambda tasks through boto3 (so `sandbox.lambda_invoke` routes them in-process) and
 really sleeps in Wait states. `EmulatedClock` replaces only that sleep: a Wait state parks its
 execution until the emulated clock passes the state's deadline, so a rollout with 60-second
-polls and a 30-minute soak runs in milliseconds, in a deterministic order:
+polls and a 30-minute soak runs in milliseconds, in a deterministic order (a Retry's interval
+waits on the same clock):
 
     with EmulatedClock(sfn) as clock:
         clock.run_until(lambda: ..., router)   # settle, drain queued Lambda, jump to next wake
@@ -26,6 +27,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
 from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import (
     state_task_service_callback,
 )
@@ -97,6 +99,24 @@ class EmulatedClock:
                     clock._active -= 1
                     clock._lock.notify_all()
 
+        # A Retry's interval is a plain time.sleep in the interpreter: park it on the clock too.
+        original_retry = retrier_decl.RetrierDecl._eval_body
+        retrying = threading.local()
+
+        def retry(retrier: Any, env: Any) -> None:
+            retrying.env = env
+            try:
+                original_retry(retrier, env)
+            finally:
+                retrying.env = None
+
+        class RetryTime:
+            @staticmethod
+            def sleep(seconds: float) -> None:
+                clock._park(retrying.env, clock.now + max(0.0, seconds))
+
+        self._patch(retrier_decl.RetrierDecl, "_eval_body", retry)
+        self._patch(retrier_decl, "time", RetryTime)
         self._patch(ExecutionWorker, "start", start)
         self._patch(ExecutionWorker, "_execution_logic", execution_logic)
         self._patch(wait_function.WaitFunction, "_wait_interval", wait_interval)

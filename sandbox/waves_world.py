@@ -231,7 +231,9 @@ def rollout_world(
     waves: Sequence[dict[str, Any]],
     accounts: Sequence[str],
     behaviour: dict[str, str] | None = None,
+    unenrolled: Sequence[str] = (),
 ) -> Iterator[RolloutWorld]:
+    """`unenrolled`: accounts without the workload stack's invoke role (IAM denies the invoke)."""
     # moto logs every failed state at ERROR with the whole state tree: keep the output readable.
     logging.getLogger("moto.stepfunctions").setLevel(logging.CRITICAL)
     config = {"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}
@@ -334,7 +336,8 @@ def rollout_world(
             )
         )
         for account in accounts:
-            enroll(account)
+            if account not in unenrolled:
+                enroll(account)
             router.register(
                 LambdaFunction(
                     account,

@@ -21,6 +21,7 @@ from rollout.control import ControlError, RolloutControl
 from rollout.status import StatusTable, build_report, render_table
 from sandbox.step_functions import ClockStuckError
 from sandbox.waves_world import (
+    FANOUT_FUNCTION,
     LATE_ROLLBACK,
     POLL_SECONDS,
     REFRESH_SECONDS,
@@ -270,3 +271,20 @@ def test_the_operator_policy_grants_exactly_what_approve_abort_and_resume_call()
         )
     }
     assert set().union(*CLI_ACTIONS.values()) == granted
+
+
+def test_a_fanout_that_cannot_reach_a_canary_account_is_retried_then_halts():
+    broken = account_id(9)  # expected (the fan-out's list), but its enrolment is broken
+    accounts = [*CANARY, broken, *REST]
+    waves = [wave("canary", [*CANARY, broken]), wave("rest", ["rest"], soak=0)]
+    with rollout_world(waves, accounts, unenrolled=[broken]) as world:
+        world.deliver(image_message())
+        execution = world.run_until_finished(EXECUTION)
+        assert execution["status"] == "FAILED"
+        assert "wave 'canary': FanoutFailedError" in execution["cause"]
+        assert "1 (account, region) pairs failed" in execution["cause"]
+        # The first attempt and two retries, each re-invoking the reachable canary account.
+        fanouts = [t for t in world.timings if t[0] == FANOUT_FUNCTION]
+        assert len(fanouts) == 3
+        assert world.accounts_invoked() == CANARY
+        assert world.wave_item(ROLLOUT, 1) == {}
