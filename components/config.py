@@ -485,8 +485,21 @@ class CommonConfig(_StrictModel):
 
     def _partition_problems(self) -> list[str]:
         """One stack's regions share a partition: its credentials, its ARNs and Image Builder's
-        distribution all stop at the partition's border (aws, aws-cn, aws-us-gov, ...)."""
+        distribution all stop at the partition's border (aws, aws-cn, aws-us-gov, ...). The
+        policies and ARNs the components build are written for the aws partition, so a stack in
+        another one (China, GovCloud, ...) is refused rather than deployed with grants that match
+        nothing."""
         home = region_partitions()[self.home_region]
+        if home != "aws":
+            return [
+                _problem(
+                    HOME_REGION_KEY,
+                    self.home_region,
+                    f"{self.home_region} is in the {home} partition; this program's IAM policies "
+                    "and ARNs are written for the aws partition (arn:aws:…), so only regions of "
+                    "the aws partition are supported",
+                )
+            ]
         return [
             _problem(
                 "regions",

@@ -437,6 +437,23 @@ def test_a_stacks_regions_are_all_in_the_home_regions_partition(stack: str) -> N
     ]
 
 
+@pytest.mark.parametrize("stack", ["infra", DEV])
+@pytest.mark.parametrize(
+    ("region", "partition"), [("us-gov-west-1", "aws-us-gov"), ("cn-north-1", "aws-cn")]
+)
+def test_a_stack_outside_the_aws_partition_is_refused(
+    stack: str, region: str, partition: str
+) -> None:
+    """The policies say arn:aws:…: in China or GovCloud they would match nothing."""
+    with pytest.raises(ConfigError) as raised:
+        parse_config(config_of(stack, **{"aws:region": region, "regions": [region]}))
+    assert raised.value.problems == [
+        f"aws:region = {region!r}: {region} is in the {partition} partition; this program's IAM "
+        "policies and ARNs are written for the aws partition (arn:aws:…), so only regions of the "
+        "aws partition are supported"
+    ]
+
+
 def test_aws_keys_are_the_providers_settings() -> None:
     keys = aws_provider_keys()
     assert {"region", "allowedAccountIds", "assumeRoles", "profile", "defaultTags"} <= keys
