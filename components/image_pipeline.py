@@ -62,12 +62,26 @@ BUILD_INSTANCE_MANAGED_POLICIES = (
 )
 
 
-# Image Builder notifies its SNS topic of AVAILABLE and FAILED images only.
-CANCELLED_BUILD_PATTERN = {
-    "source": ["aws.imagebuilder"],
-    "detail-type": ["EC2 Image Builder Image State Change"],
-    "detail": {"state": {"status": ["CANCELLED"]}},
-}
+def image_arn_prefix(partition: str, region: str, account_id: str, recipe_name: str) -> str:
+    """The ARN prefix of every image of one recipe: Image Builder names an image after its
+    recipe, in lower case (`arn:<partition>:imagebuilder:<region>:<account>:image/<recipe>/`
+    then `<version>/<build>`)."""
+    return f"arn:{partition}:imagebuilder:{region}:{account_id}:image/{recipe_name.lower()}/"
+
+
+def cancelled_build_pattern(image_arn_prefix: str) -> dict[str, Any]:
+    """EventBridge pattern for a cancelled image of this pipeline's recipe only.
+
+    Image Builder notifies its SNS topic of AVAILABLE and FAILED images only. The state change
+    event names the image in `resources`; without the prefix every pipeline's cancellations in
+    the account would wake the trigger.
+    """
+    return {
+        "source": ["aws.imagebuilder"],
+        "detail-type": ["EC2 Image Builder Image State Change"],
+        "resources": [{"prefix": image_arn_prefix}],
+        "detail": {"state": {"status": ["CANCELLED"]}},
+    }
 
 
 def upload_event_pattern(trigger: str, bucket_name: str, payload_prefix: str) -> dict[str, Any]:
@@ -566,7 +580,13 @@ class GoldenImagePipeline(pulumi.ComponentResource):
         cancelled_rule = aws.cloudwatch.EventRule(
             f"{name}-build-cancelled",
             description="An Image Builder build was cancelled: evaluate the payloads again",
-            event_pattern=json.dumps(CANCELLED_BUILD_PATTERN),
+            event_pattern=pulumi.Output.all(self._partition.partition, recipe.name).apply(
+                lambda values: json.dumps(
+                    cancelled_build_pattern(
+                        image_arn_prefix(values[0], args.home_region, args.account_id, values[1])
+                    )
+                )
+            ),
             tags=tags,
             opts=child,
         )
@@ -666,10 +686,8 @@ class GoldenImagePipeline(pulumi.ComponentResource):
         partition: str,
     ) -> dict[str, Any]:
         args = self._args
-        # Image Builder names images after their recipe, in lower case.
         image_arns = (
-            f"arn:{partition}:imagebuilder:{args.home_region}:{args.account_id}"
-            f":image/{recipe_name.lower()}/*"
+            image_arn_prefix(partition, args.home_region, args.account_id, recipe_name) + "*"
         )
         return policies.build_trigger_policy(
             bucket_arn=bucket_arn,

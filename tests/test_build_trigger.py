@@ -14,7 +14,7 @@ from botocore.retries.standard import ExponentialBackoff
 from moto import mock_aws
 from moto.events.models import EventPattern
 
-from components.image_pipeline import CANCELLED_BUILD_PATTERN
+from components.image_pipeline import cancelled_build_pattern, image_arn_prefix
 from handlers.build_trigger import app, logic
 from handlers.build_trigger.aws import CLIENT_CONFIG, MAX_ATTEMPTS, BuildTriggerAws
 from sandbox.image_builder import ImageBuilderEmulator, sns_envelope
@@ -441,7 +441,9 @@ def test_upload_during_a_scheduled_build_is_built_when_it_finishes(world):
 
 def cancelled_event_records(image_builder) -> list[dict]:
     """What the cancelled-build rule delivers to the queue: its matching state change events."""
-    pattern = EventPattern.load(json.dumps(CANCELLED_BUILD_PATTERN))
+    # The sandbox names the images of PIPELINE_ARN after the pipeline: golden-ami.
+    prefix = image_arn_prefix("aws", REGION, ACCOUNT, "golden-ami")
+    pattern = EventPattern.load(json.dumps(cancelled_build_pattern(prefix)))
     return [
         sqs_record(json.dumps(event), message_id=event["id"])
         for event in image_builder.state_change_events

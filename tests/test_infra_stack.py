@@ -3,6 +3,7 @@ moto's EventBridge matcher on the real S3 sample), recipe, distribution, build r
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from collections.abc import Callable
@@ -12,7 +13,11 @@ import pytest
 import yaml
 from moto.events.models import EventPattern
 
-from components.image_pipeline import CANCELLED_BUILD_PATTERN, upload_event_pattern
+from components.image_pipeline import (
+    cancelled_build_pattern,
+    image_arn_prefix,
+    upload_event_pattern,
+)
 from components.lambda_code import LAMBDA_RUNTIME
 from tests.pulumi_harness import REPO_ROOT, RecordedResource, StackRun
 
@@ -255,12 +260,34 @@ def test_cancelled_builds_reach_the_trigger_queue_through_their_state_change_eve
 ) -> None:
     # Image Builder's SNS notification covers AVAILABLE and FAILED only (DESIGN §11).
     pattern = infra.one(RULE, "build-cancelled").json("eventPattern")
-    assert pattern == CANCELLED_BUILD_PATTERN
+    recipe = infra.one(f"{IMAGEBUILDER}imageRecipe:ImageRecipe")["name"]
+    assert pattern == cancelled_build_pattern(
+        image_arn_prefix("aws", "eu-west-1", "111122223333", recipe)
+    )
     documented = aws_event("imagebuilder_eventbridge_image_state_change")  # TESTING → AVAILABLE
-    assert not matches(pattern, documented)
+    ours = copy.deepcopy(documented)
+    ours["region"] = "eu-west-1"
+    ours["resources"] = [
+        "arn:aws:imagebuilder:eu-west-1:111122223333:image/golden-ami-golden-ecs/1.0.3/2"
+    ]
+    assert not matches(pattern, ours)
     for status, expected in (("CANCELLED", True), ("FAILED", False), ("BUILDING", False)):
-        documented["detail"]["state"]["status"] = status
-        assert matches(pattern, documented) is expected
+        ours["detail"]["state"]["status"] = status
+        assert matches(pattern, ours) is expected
+
+
+def test_cancelled_builds_of_other_pipelines_do_not_wake_the_trigger(
+    infra: StackRun, aws_event: Callable[[str], dict]
+) -> None:
+    pattern = infra.one(RULE, "build-cancelled").json("eventPattern")
+    other = aws_event("imagebuilder_eventbridge_image_state_change")  # another recipe's image
+    other["detail"]["state"]["status"] = "CANCELLED"
+    assert not matches(pattern, other)
+    # Same account and region, a recipe whose name merely starts like ours.
+    other["region"] = "eu-west-1"
+    for image in ("golden-ami-golden-ecs-gpu/1.0.0/1", "web-server/1.0.0/1"):
+        other["resources"] = [f"arn:aws:imagebuilder:eu-west-1:111122223333:image/{image}"]
+        assert not matches(pattern, other)
 
 
 def test_queue_accepts_only_those_rules_and_that_topic(infra: StackRun) -> None:
