@@ -7,10 +7,14 @@ credentials — answers `Invoke` from it, so the fan-out handler's real boto3 ca
 the workload handler:
 
 - the request is validated against the botocore model (enums, ranges, patterns);
-- `FunctionName` may be a name, a partial or a full ARN; a bare name resolves in the caller's
-  account and the client's region;
+- `FunctionName` may be a name, a partial or a full ARN, each optionally with `:<version or
+  alias>`; a bare name resolves in the caller's account and the client's region. The `Qualifier`
+  parameter names the version or alias too; naming a different one than `FunctionName` does is
+  HTTP 400 `InvalidParameterValueException` ("The derived qualifier from the function name does
+  not match the specified qualifier.");
 - as in AWS, the caller's identity policies are evaluated against the function's ARN (qualified
-  when the request names a version or alias) before the function is looked up
+  when the request names a version or alias, by either means: a policy naming only the
+  unqualified ARN does not allow it, `function:<name>:*` does) before the function is looked up
   (`sandbox/identity_policy.py`): a caller whose policies do not allow `lambda:InvokeFunction`
   there gets HTTP 403 `AccessDeniedException` ("User: <caller> is not authorized to perform:
   lambda:InvokeFunction on resource: <arn> because no identity-based policy allows the
@@ -64,7 +68,9 @@ _FUNCTION_ARN = re.compile(
     r"^(?:arn:aws[a-zA-Z-]*:lambda:(?P<region>[a-z0-9-]+):(?P<account>\d{12}):function:)?"
     r"(?P<name>[a-zA-Z0-9_.-]+)(?::(?P<qualifier>[a-zA-Z0-9$_.-]+))?$"
 )
-_PARTIAL_ARN = re.compile(r"^(?P<account>\d{12}):function:(?P<name>[a-zA-Z0-9_.-]+)$")
+_PARTIAL_ARN = re.compile(
+    r"^(?P<account>\d{12}):function:(?P<name>[a-zA-Z0-9_.-]+)(?::(?P<qualifier>[a-zA-Z0-9$_.-]+))?$"
+)
 _ASSUMED_ROLE = re.compile(
     r"^arn:(?P<partition>[\w-]+):sts::\d{12}:assumed-role/(?P<role>[^/]+)/.+$"
 )
@@ -188,7 +194,12 @@ class LambdaRouter:
             return _error(400, "ValidationException", str(error))
         region = request_signer._region_name
         caller = self._caller_of(request_signer)
-        function_arn = _function_arn(params["FunctionName"], caller.account, region)
+        try:
+            function_arn = _function_arn(
+                params["FunctionName"], params.get("Qualifier"), caller.account, region
+            )
+        except QualifierConflictError as conflict:
+            return _error(400, "InvalidParameterValueException", str(conflict))
         if function_arn is not None:
             request = Request(INVOKE_ACTION, function_arn, caller.context(region))
             policies = identity_policies(caller.arn)
@@ -343,18 +354,30 @@ def _organization_of(account: str, partition: str = "aws") -> str | None:
     return organization["Organization"]["Id"]
 
 
-def _function_arn(name: str, caller_account: str, region: str) -> str | None:
-    """The ARN `FunctionName` designates (qualified when it names a version or alias)."""
+class QualifierConflictError(ValueError):
+    """`FunctionName` names one version or alias and `Qualifier` another."""
+
+
+def _function_arn(name: str, qualifier: str | None, caller_account: str, region: str) -> str | None:
+    """The ARN `FunctionName` and `Qualifier` designate: qualified when either names a version or
+    alias, as Lambda authorises it (a policy naming the unqualified ARN does not cover them)."""
     partial = _PARTIAL_ARN.match(name)
     if partial:
         name = f"arn:aws:lambda:{region}:{partial['account']}:function:{partial['name']}"
+        if partial["qualifier"]:
+            name = f"{name}:{partial['qualifier']}"
     parsed = _FUNCTION_ARN.match(name)
     if parsed is None:
         return None
+    if qualifier and parsed["qualifier"] and qualifier != parsed["qualifier"]:
+        raise QualifierConflictError(
+            "The derived qualifier from the function name does not match the specified qualifier."
+        )
+    qualifier = parsed["qualifier"] or qualifier
     region = parsed["region"] or region
     account = parsed["account"] or caller_account
     arn = f"arn:aws:lambda:{region}:{account}:function:{parsed['name']}"
-    return f"{arn}:{parsed['qualifier']}" if parsed["qualifier"] else arn
+    return f"{arn}:{qualifier}" if qualifier else arn
 
 
 def _unqualified(function_arn: str) -> str:

@@ -101,6 +101,9 @@ def test_evaluation_logic(documents: list[dict[str, Any]], decision: Decision) -
         # A wildcard stays within its field: the account cannot swallow the region.
         ("arn:aws:lambda:eu-west-1*:function:refresh", FUNCTION, False),
         ("arn:aws:lambda:eu-west-1:222222222222:function:refresh", f"{FUNCTION}:live", False),
+        # A version or alias is covered by `<name>:*`, which does not cover the function itself.
+        (f"{FUNCTION}:*", f"{FUNCTION}:live", True),
+        (f"{FUNCTION}:*", FUNCTION, False),
         ("*", FUNCTION, True),
     ],
 )

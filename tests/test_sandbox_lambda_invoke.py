@@ -319,6 +319,62 @@ def test_a_policy_naming_the_function_in_every_region_lets_a_missing_one_be_not_
         lambda_client.invoke(FunctionName="broken")
 
 
+QUALIFIED_INVOKES = [
+    pytest.param({"FunctionName": "refresh", "Qualifier": "live"}, id="Qualifier"),
+    pytest.param({"FunctionName": "refresh:live"}, id="name:alias"),
+    pytest.param({"FunctionName": f"{WORKLOAD}:function:refresh:live"}, id="partial ARN:alias"),
+    pytest.param({"FunctionName": f"{WORKLOAD_FUNCTION.arn}:live"}, id="ARN:alias"),
+    pytest.param(
+        {"FunctionName": f"{WORKLOAD_FUNCTION.arn}:live", "Qualifier": "live"}, id="both agree"
+    ),
+]
+
+
+@pytest.mark.parametrize("request_params", QUALIFIED_INVOKES)
+def test_a_policy_naming_the_unqualified_arn_does_not_allow_an_alias_or_version(
+    router: LambdaRouter, request_params: dict[str, str]
+) -> None:
+    """Lambda authorises a qualified invoke against the qualified ARN, which the unqualified
+    one in a policy does not match (Lambda: "Fine-tuning the Resources ... of policies")."""
+    put_role(WORKLOAD, INVOKE_ROLE, only_functions(WORKLOAD_FUNCTION.arn))
+
+    with pytest.raises(ClientError) as error:
+        client_in(WORKLOAD).invoke(**request_params, Payload=b"{}")
+
+    assert error.value.response["Error"]["Code"] == "AccessDeniedException"
+    assert error.value.response["Error"]["Message"].endswith(
+        f"on resource: {WORKLOAD_FUNCTION.arn}:live because no identity-based policy allows the "
+        "lambda:InvokeFunction action"
+    )
+    assert router.invocations == []
+
+
+@pytest.mark.parametrize("request_params", QUALIFIED_INVOKES)
+def test_a_policy_naming_every_qualifier_allows_an_alias(
+    router: LambdaRouter, request_params: dict[str, str]
+) -> None:
+    put_role(WORKLOAD, INVOKE_ROLE, only_functions(f"{WORKLOAD_FUNCTION.arn}:*"))
+    lambda_client = client_in(WORKLOAD)
+
+    assert lambda_client.invoke(**request_params, Payload=b"{}")["StatusCode"] == 200
+    # `name:*` covers the qualifiers only, not the unqualified function.
+    with pytest.raises(ClientError, match="no identity-based policy allows"):
+        lambda_client.invoke(FunctionName="refresh", Payload=b"{}")
+
+
+def test_a_qualifier_contradicting_the_function_names_is_invalid(router: LambdaRouter) -> None:
+    lambda_client = client_in(WORKLOAD)
+    with pytest.raises(ClientError) as error:
+        lambda_client.invoke(FunctionName="refresh:live", Qualifier="1", Payload=b"{}")
+    assert error.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    assert error.value.response["Error"] == {
+        "Code": "InvalidParameterValueException",
+        "Message": "The derived qualifier from the function name does not match the specified "
+        "qualifier.",
+    }
+    assert router.invocations == []
+
+
 def test_an_explicit_deny_wins_over_an_allow(router: LambdaRouter) -> None:
     deny = {
         "Version": "2012-10-17",
