@@ -18,7 +18,10 @@ stack's environment and its role's credentials (`sandbox.lambda_invoke`). The st
     service errors that go through the cluster's rule pattern into its log group, the metric
     filter counts them, the alarm fires and the refresh rolls back; finished-refresh events go
     through the catch-up rule back into the workload handler;
- 5. a second convergence shows the rolled-back AMI quarantined.
+ 5. a second convergence shows the rolled-back AMI quarantined;
+ 6. a progressive rollout in two waves on the infra stack's state machine (`sandbox.demo_waves`):
+    image A rolls back in the canary wave and halts the rollout before the second wave, image B
+    passes the canary, soaks and completes in the second wave.
 
 The timeline is printed as it happens and written, with the outcome per account and group, to
 the report (`demo-report.json`). Times are offsets on the simulated clock.
@@ -49,6 +52,7 @@ from moto.moto_api._internal import mock_random
 from handlers.common.log import JsonFormatter
 from handlers.recorder import app as recorder_app
 from rollout import status as rollout_status
+from sandbox import demo_waves
 from sandbox.ecs_alarm import EventBridgeEmulator, ecs_service_event, ecs_task_stopped_event
 from sandbox.event_buses import EventBuses
 from sandbox.image_builder import ImageBuilderEmulator, sns_envelope
@@ -149,15 +153,19 @@ def run_demo(options: DemoOptions, out: TextIO | None) -> dict[str, Any]:
     """Run the story, print its timeline to `out`, write and return the report."""
     # A new deployment: the recorder's execution environments (cached clients) start fresh.
     recorder_app.recorder.cache_clear()
-    with mock_aws(), shared_service_models(), _handler_logs_captured() as handler_logs:
-        mock_random.seed(options.seed)
-        story = Story(options, out)
-        with story.emulators_installed():
-            story.tell()
-            report = story.report()
-            status_table = story.rollout_status_table()
-    if out is not None:
-        out.write(f"\n== Rollout status (python -m rollout status)\n{status_table}")
+    with shared_service_models(), _handler_logs_captured() as handler_logs:
+        with mock_aws():
+            mock_random.seed(options.seed)
+            story = Story(options, out)
+            with story.emulators_installed():
+                story.tell()
+                report = story.report()
+                status_table = story.rollout_status_table()
+        if out is not None:
+            out.write(f"\n== Rollout status (python -m rollout status)\n{status_table}")
+        # Its own moto world (the state machine's interpreter), on the story's clock from here.
+        report["waves"] = demo_waves.tell(story.timeline, story.now, out)
+        report["timeline"] = story.timeline.as_report()
     write_report(options.report, report)
     if options.handler_log is not None:
         options.handler_log.write_text(handler_logs.getvalue())

@@ -103,6 +103,7 @@ class RolloutWorld:
     alarm_queue_url: str
     state_machine_arn: str
     behaviour: dict[str, str] = field(default_factory=dict)
+    origin: datetime = CLOCK_ORIGIN  # the wall-clock time of emulated second 0
     invoked: list[tuple[str, str]] = field(default_factory=list)  # (account, rollout id)
     # (function, what it was asked, wall-clock start, seconds) of every handler run
     timings: list[tuple[str, str, float, float]] = field(default_factory=list)
@@ -125,7 +126,7 @@ class RolloutWorld:
     # --- the outside world ----------------------------------------------------------------
 
     def at(self, seconds: float) -> str:
-        return (CLOCK_ORIGIN + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return (self.origin + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
     def report(self, account: str, rollout_id: str, state: str, group: str = "ecs") -> None:
         status = GroupStatus(account, REGION, group, state, self.at(self.clock.now), reason="")
@@ -232,8 +233,10 @@ def rollout_world(
     accounts: Sequence[str],
     behaviour: dict[str, str] | None = None,
     unenrolled: Sequence[str] = (),
+    origin: datetime = CLOCK_ORIGIN,
 ) -> Iterator[RolloutWorld]:
-    """`unenrolled`: accounts without the workload stack's invoke role (IAM denies the invoke)."""
+    """`unenrolled`: accounts without the workload stack's invoke role (IAM denies the invoke);
+    `origin`: when emulated second 0 is (the times the stand-ins report)."""
     # moto logs every failed state at ERROR with the whole state tree: keep the output readable.
     logging.getLogger("moto.stepfunctions").setLevel(logging.CRITICAL)
     config = {"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}
@@ -300,6 +303,7 @@ def rollout_world(
             alarm_queue_url=queue_url,
             state_machine_arn=state_machine_arn,
             behaviour=dict(behaviour or {}),
+            origin=origin,
         )
         router.register(
             LambdaFunction(

@@ -47,7 +47,8 @@ def entries(report: dict[str, Any], account_name: str, step: str) -> list[tuple[
 
 
 def test_report_has_exactly_the_documented_schema(report: dict[str, Any]) -> None:
-    assert report.keys() == {"image", "accounts", "rollout", "timeline"}
+    assert report.keys() == {"image", "accounts", "rollout", "timeline", "waves"}
+    assert report["waves"].keys() == {"waves", "rollouts"}
     assert report["image"].keys() == {"arn", "amiId", "payloads"}
     for entry in report["accounts"]:
         assert entry.keys() == {"accountId", "name", "outcome", "groups"}
@@ -206,6 +207,95 @@ def test_timeline_is_printed_as_recorded(run: tuple[dict[str, Any], str]) -> Non
     for entry in report["timeline"]:
         position = lines.index(format_entry(TimelineEntry(**entry)), position + 1)
     assert report["timeline"][0]["time"] == "+00:00:00"
+
+
+# --- the progressive rollout (issue 13) ------------------------------------------------------
+
+IMAGE_A, IMAGE_B = "1.1.0/1", "1.1.1/1"
+
+
+def wave_rollout(report: dict[str, Any], rollout_id: str) -> dict[str, Any]:
+    """The rollout's `python -m rollout status --json` document, as the report carries it."""
+    return next(r for r in report["waves"]["rollouts"] if r["rolloutId"] == rollout_id)
+
+
+def invoked_for(report: dict[str, Any], rollout_id: str) -> list[str]:
+    return [
+        e["account"]
+        for e in report["timeline"]
+        if e["step"] == "refresh invoked" and e["result"].endswith(f"(rollout {rollout_id})")
+    ]
+
+
+def test_the_canary_rollback_halts_image_a_and_no_second_wave_account_is_invoked(
+    report: dict[str, Any],
+) -> None:
+    canary, rest = (w["accounts"] for w in report["waves"]["waves"])
+    assert rest == ["rest"]
+    halted = wave_rollout(report, IMAGE_A)
+    [wave] = halted["waves"]  # the rest wave never began: no wave item was written for it
+    assert (wave["name"], wave["state"]) == ("canary", "halted")
+    assert wave["reason"] == (
+        f"wave 'canary': 1 failed (tolerated 0): {canary[0]} eu-west-1 ecs: RollbackSuccessful"
+    )
+    assert [(g["account"], g["state"]) for g in halted["groups"]] == [
+        (canary[0], "RollbackSuccessful")
+    ]
+    assert invoked_for(report, IMAGE_A) == canary  # zero invocations in the second wave
+    results = [e["result"] for e in report["timeline"] if e["step"] == "state machine"]
+    assert results[0].startswith("execution rollout-1.1.0-1: FAILED (RolloutHalted: ")
+    assert f"{IMAGE_A} wave 1 'rest': never started — 0 of its 3 accounts invoked" in [
+        e["result"] for e in report["timeline"]
+    ]
+
+
+def test_image_b_passes_the_canary_soaks_and_completes_in_the_second_wave(
+    report: dict[str, Any],
+) -> None:
+    completed = wave_rollout(report, IMAGE_B)
+    assert [(w["name"], w["state"]) for w in completed["waves"]] == [
+        ("canary", "passed"),
+        ("rest", "passed"),
+    ]
+    assert completed["counts"] == {"Successful": 4} and completed["attention"] == []
+    invoked = invoked_for(report, IMAGE_B)
+    canary = report["waves"]["waves"][0]["accounts"]
+    assert invoked[:1] == canary and len(set(invoked)) == 4
+    timeline = report["timeline"]
+
+    def first(text: str) -> int:
+        return next(i for i, e in enumerate(timeline) if e["result"].startswith(text))
+
+    # The rest wave starts only after the canary settled, soaked 30 minutes and passed.
+    soaking = first(f"{IMAGE_B} wave 0 'canary': settled, soaking 30 min")
+    passed = first(f"{IMAGE_B} wave 0 'canary': passed")
+    rest_started = first(f"{IMAGE_B} wave 1 'rest': started")
+    first_rest_invoke = next(
+        i
+        for i, e in enumerate(timeline)
+        if e["account"] in invoked[1:] and e["step"] == "refresh invoked"
+    )
+    assert soaking < passed < rest_started < first_rest_invoke
+    assert _seconds(timeline[passed]["time"]) - _seconds(timeline[soaking]["time"]) == 30 * 60
+    assert timeline[-1]["result"] == "execution rollout-1.1.1-1: SUCCEEDED"
+
+
+def test_the_demo_prints_the_status_of_both_wave_rollouts(
+    run: tuple[dict[str, Any], str],
+) -> None:
+    report, printed = run
+    halted = printed.split(f"== Rollout status (python -m rollout status {IMAGE_A})\n", 1)[1]
+    assert halted.startswith(f"Rollout {IMAGE_A}: 1 groups reported")
+    reason = wave_rollout(report, IMAGE_A)["waves"][0]["reason"]
+    assert f"  0  canary  halted  {reason}\n" in halted
+    completed = printed.split(f"== Rollout status (python -m rollout status {IMAGE_B})\n", 1)[1]
+    assert "  0  canary  passed\n  1  rest  passed\n" in completed
+    assert "Nothing needs attention." in completed
+
+
+def _seconds(offset: str) -> int:
+    hours, minutes, seconds = (int(part) for part in offset.lstrip("+").split(":"))
+    return hours * 3600 + minutes * 60 + seconds
 
 
 # --- options ---------------------------------------------------------------------------------
