@@ -12,6 +12,8 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
+import boto3
+
 from rollout import control, status
 
 COMMANDS = (status, control)
@@ -25,6 +27,13 @@ def main(argv: Sequence[str], out: TextIO) -> int:
     for command in COMMANDS:
         command.add_parser(subparsers)
     args = parser.parse_args(argv)
+    if args.region is None and boto3.Session().region_name is None:
+        # botocore's own "You must specify a region." names neither the option nor the region.
+        out.write(
+            f"rollout {args.command}: no AWS region: pass --region with the infra stack's home "
+            "region, or set AWS_DEFAULT_REGION\n"
+        )
+        return 1
     return int(args.func(args, out))
 
 

@@ -172,6 +172,19 @@ def test_the_dispatcher_runs_status_and_rejects_unknown_commands(session, monkey
     assert "invalid choice: 'launch'" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("command", [["status"], ["approve", "1.0.0/1"]])
+def test_no_region_anywhere_is_one_line_naming_the_option(command, monkeypatch):
+    for variable in ("AWS_DEFAULT_REGION", "AWS_REGION"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    out = io.StringIO()
+    assert main(command, out) == 1
+    assert out.getvalue() == (
+        f"rollout {command[0]}: no AWS region: pass --region with the infra stack's home region, "
+        "or set AWS_DEFAULT_REGION\n"
+    )
+
+
 def test_bad_thresholds_are_refused_by_the_parser(capsys):
     with pytest.raises(SystemExit):
         cli.parse(["--silent-after", "soon"])
