@@ -1,4 +1,5 @@
-"""The alarm the infra stack uses for "this should never happen": any occurrence in 5 minutes."""
+"""The alarm the infra stack uses for "this should never happen": any occurrence in 5 minutes,
+and the dead-letter queue that raises it."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import pulumi
 import pulumi_aws as aws
 
 PERIOD_SECONDS = 300
+# The longest SQS keeps a message: two weeks to look at what was given up on.
+DLQ_RETENTION_SECONDS = 14 * 24 * 3600
 
 
 def any_occurrence_alarm(
@@ -44,3 +47,35 @@ def any_occurrence_alarm(
         tags=tags,
         opts=opts,
     )
+
+
+def dead_letter_queue(
+    resource_name: str,
+    *,
+    alarm_name: str,
+    description: str,
+    alarm_topic_arn: str = "",
+    tags: Mapping[str, str] | None = None,
+    opts: pulumi.ResourceOptions,
+) -> aws.sqs.Queue:
+    """An encrypted queue kept two weeks, with an alarm on any message in it."""
+    queue = aws.sqs.Queue(
+        resource_name,
+        sqs_managed_sse_enabled=True,
+        message_retention_seconds=DLQ_RETENTION_SECONDS,
+        tags=tags,
+        opts=opts,
+    )
+    any_occurrence_alarm(
+        resource_name,
+        alarm_name=alarm_name,
+        description=description,
+        namespace="AWS/SQS",
+        metric_name="ApproximateNumberOfMessagesVisible",
+        dimensions={"QueueName": queue.name},
+        statistic="Maximum",
+        alarm_topic_arn=alarm_topic_arn,
+        tags=tags,
+        opts=opts,
+    )
+    return queue

@@ -27,7 +27,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components import policies
-from components.alarms import any_occurrence_alarm
+from components.alarms import dead_letter_queue
 from components.config import InfraConfig
 from components.lambda_code import LAMBDA_RUNTIME, handler_archive, handler_entrypoint
 
@@ -52,7 +52,6 @@ TRIGGER_MEMORY_MB = 256
 TRIGGER_MAX_RECEIVES = 10
 MAX_SQS_BATCH = 100
 IMAGE_TEST_TIMEOUT_MINUTES = 60
-DLQ_RETENTION_SECONDS = 14 * 24 * 3600
 
 AMI_NAME_SUFFIX = "{{ imagebuilder:buildDate }}"
 CLOUDTRAIL_UPLOAD_EVENTS = ("PutObject", "CompleteMultipartUpload", "CopyObject")
@@ -529,23 +528,12 @@ class GoldenImagePipeline(pulumi.ComponentResource):
         name, args, child = self._name, self._args, pulumi.ResourceOptions(parent=self)
         function_name = f"{name}-build-trigger"
 
-        dead_letters = aws.sqs.Queue(
-            f"{name}-build-trigger-dlq",
-            sqs_managed_sse_enabled=True,
-            message_retention_seconds=DLQ_RETENTION_SECONDS,
-            tags=tags,
-            opts=child,
-        )
         # A message there is an upload (or build completion) the trigger gave up on: until the
         # next event arrives, no build reflects the payloads.
-        any_occurrence_alarm(
+        dead_letters = dead_letter_queue(
             f"{name}-build-trigger-dlq",
             alarm_name=f"{function_name}-dead-letters",
             description="Golden AMI: payload events the build trigger could not process",
-            namespace="AWS/SQS",
-            metric_name="ApproximateNumberOfMessagesVisible",
-            dimensions={"QueueName": dead_letters.name},
-            statistic="Maximum",
             alarm_topic_arn=args.alarm_topic_arn,
             tags=tags,
             opts=child,

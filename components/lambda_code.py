@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pulumi
+import pulumi_aws as aws
 
 LAMBDA_RUNTIME = "python3.14"
 HANDLERS_DIR = Path(__file__).resolve().parent.parent / "handlers"
@@ -42,4 +43,29 @@ def handler_archive(handler_package: str) -> pulumi.AssetArchive:
             str(rel): pulumi.FileAsset(str(root / rel))
             for rel in handler_source_files(handler_package)
         }
+    )
+
+
+def subscribe_to_topic(
+    resource_name: str,
+    *,
+    function: aws.lambda_.Function,
+    topic_arn: pulumi.Input[str],
+    opts: pulumi.ResourceOptions,
+) -> aws.sns.TopicSubscription:
+    """Deliver the topic's messages to the function; SNS may invoke it for this topic only."""
+    permission = aws.lambda_.Permission(
+        f"{resource_name}-sns-invoke",
+        action="lambda:InvokeFunction",
+        function=function.name,
+        principal="sns.amazonaws.com",
+        source_arn=topic_arn,
+        opts=opts,
+    )
+    return aws.sns.TopicSubscription(
+        f"{resource_name}-subscription",
+        topic=topic_arn,
+        protocol="lambda",
+        endpoint=function.arn,
+        opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[permission])),
     )

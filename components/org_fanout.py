@@ -17,7 +17,12 @@ import pulumi_aws as aws
 
 from components.alarms import any_occurrence_alarm
 from components.config import InfraConfig
-from components.lambda_code import LAMBDA_RUNTIME, handler_archive, handler_entrypoint
+from components.lambda_code import (
+    LAMBDA_RUNTIME,
+    handler_archive,
+    handler_entrypoint,
+    subscribe_to_topic,
+)
 from components.policies import (
     FANOUT_METRIC_NAMESPACE,
     fanout_policy,
@@ -177,23 +182,7 @@ class OrgFanout(pulumi.ComponentResource):
             ),
         )
         if args.subscribe_to_images:
-            sns_permission = aws.lambda_.Permission(
-                f"{name}-sns-invoke",
-                action="lambda:InvokeFunction",
-                function=function.name,
-                principal="sns.amazonaws.com",
-                source_arn=args.image_topic_arn,
-                opts=child,
-            )
-            aws.sns.TopicSubscription(
-                f"{name}-subscription",
-                topic=args.image_topic_arn,
-                protocol="lambda",
-                endpoint=function.arn,
-                opts=pulumi.ResourceOptions.merge(
-                    child, pulumi.ResourceOptions(depends_on=[sns_permission])
-                ),
-            )
+            subscribe_to_topic(name, function=function, topic_arn=args.image_topic_arn, opts=child)
 
         # The handler fails its invocation when an enrolled account failed (Lambda then retries
         # the SNS event twice); the failed-accounts metric also catches a run that succeeded on

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
-from components.alarms import any_occurrence_alarm
+from components.alarms import any_occurrence_alarm, dead_letter_queue
 from components.config import InfraConfig
 from components.lambda_code import LAMBDA_RUNTIME, handler_archive, handler_entrypoint
 from components.policies import (
@@ -38,7 +38,6 @@ from handlers.recorder.app import (
 
 RECORDER_MEMORY_MB = 256
 RECORDER_TIMEOUT_SECONDS = 60
-DLQ_RETENTION_SECONDS = 14 * 24 * 3600
 # EventBridge retries delivery for a day before the event goes to the dead-letter queue.
 DELIVERY_MAX_AGE_SECONDS = 24 * 3600
 
@@ -121,21 +120,10 @@ class RolloutStatus(pulumi.ComponentResource):
             tags=tags,
             opts=child,
         )
-        dead_letters = aws.sqs.Queue(
-            f"{name}-recorder-dlq",
-            sqs_managed_sse_enabled=True,
-            message_retention_seconds=DLQ_RETENTION_SECONDS,
-            tags=tags,
-            opts=child,
-        )
-        any_occurrence_alarm(
+        dead_letters = dead_letter_queue(
             f"{name}-recorder-dlq",
             alarm_name=f"{args.function_name}-dead-letters",
             description="Golden AMI: rollout events the recorder could not record",
-            namespace="AWS/SQS",
-            metric_name="ApproximateNumberOfMessagesVisible",
-            dimensions={"QueueName": dead_letters.name},
-            statistic="Maximum",
             alarm_topic_arn=args.alarm_topic_arn,
             tags=tags,
             opts=child,

@@ -20,7 +20,12 @@ import pulumi
 import pulumi_aws as aws
 
 from components.config import InfraConfig, RolloutWave
-from components.lambda_code import LAMBDA_RUNTIME, handler_archive, handler_entrypoint
+from components.lambda_code import (
+    LAMBDA_RUNTIME,
+    handler_archive,
+    handler_entrypoint,
+    subscribe_to_topic,
+)
 from components.policies import (
     lambda_log_group_arn,
     lambda_trust_policy,
@@ -166,23 +171,7 @@ class RolloutWaves(pulumi.ComponentResource):
                 child, pulumi.ResourceOptions(depends_on=[log_group, function_policy])
             ),
         )
-        sns_permission = aws.lambda_.Permission(
-            f"{name}-sns-invoke",
-            action="lambda:InvokeFunction",
-            function=function.name,
-            principal="sns.amazonaws.com",
-            source_arn=args.image_topic_arn,
-            opts=child,
-        )
-        aws.sns.TopicSubscription(
-            f"{name}-subscription",
-            topic=args.image_topic_arn,
-            protocol="lambda",
-            endpoint=function.arn,
-            opts=pulumi.ResourceOptions.merge(
-                child, pulumi.ResourceOptions(depends_on=[sns_permission])
-            ),
-        )
+        subscribe_to_topic(name, function=function, topic_arn=args.image_topic_arn, opts=child)
 
         machine_role = aws.iam.Role(
             f"{name}-machine-role",
