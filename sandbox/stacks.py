@@ -10,6 +10,8 @@ after that stack runs.
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -51,7 +53,23 @@ def main(argv: Sequence[str], out: TextIO, *, project_dir: Path = REPO_ROOT) -> 
             return EXIT_USAGE
         print(run.tree(), file=out)
         print(f"  ({len(run.resources)} resources)\n", file=out)
+    close_leftover_event_loops()
     return EXIT_OK
+
+
+def close_leftover_event_loops() -> None:
+    """Close the event loop each mock worker thread leaves open (Pulumi's `_ensure_event_loop`).
+
+    Left to the garbage collector at exit, a loop can be finalised after its own self-pipe
+    socket, and Python prints an "Exception ignored ... Invalid file descriptor" traceback.
+    """
+    for candidate in gc.get_objects():
+        if (
+            isinstance(candidate, asyncio.BaseEventLoop)
+            and not candidate.is_closed()
+            and not candidate.is_running()
+        ):
+            candidate.close()
 
 
 if __name__ == "__main__":

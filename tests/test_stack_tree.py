@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import io
 import shutil
 from pathlib import Path
@@ -91,3 +93,14 @@ def test_a_stack_file_that_is_not_yaml_is_named(tmp_path: Path, capsys) -> None:
 
     err = capsys.readouterr().err
     assert err.startswith("stacks: Pulumi.workload-qa.yaml: while parsing a flow sequence")
+
+
+def test_no_event_loop_is_left_for_the_garbage_collector_at_exit() -> None:
+    """Pulumi's mock workers each open a loop; one finalised at exit prints a traceback."""
+    assert stacks.main(["workload-dev"], io.StringIO()) == stacks.EXIT_OK
+    open_loops = [
+        obj
+        for obj in gc.get_objects()
+        if isinstance(obj, asyncio.BaseEventLoop) and not obj.is_closed()
+    ]
+    assert open_loops == []
