@@ -19,9 +19,10 @@ stack's environment and its role's credentials (`sandbox.lambda_invoke`). The st
     filter counts them, the alarm fires and the refresh rolls back; finished-refresh events go
     through the catch-up rule back into the workload handler;
  5. a second convergence shows the rolled-back AMI quarantined;
- 6. a progressive rollout in two waves on the infra stack's state machine (`sandbox.demo_waves`):
-    image A rolls back in the canary wave and halts the rollout before the second wave, image B
-    passes the canary, soaks and completes in the second wave.
+ 6. in the same world, a progressive rollout in two waves on the infra stack's state machine
+    (`sandbox.demo_waves`), canary = the failing account: image A's ECS failures roll the
+    canary's refresh back and halt the rollout before the second wave, image B passes the
+    canary, soaks and completes in the second wave.
 
 The timeline is printed as it happens and written, with the outcome per account and group, to
 the report (`demo-report.json`). Times are offsets on the simulated clock.
@@ -154,17 +155,18 @@ def run_demo(options: DemoOptions, out: TextIO | None) -> dict[str, Any]:
     # A new deployment: the recorder's execution environments (cached clients) start fresh.
     recorder_app.recorder.cache_clear()
     with shared_service_models(), _handler_logs_captured() as handler_logs:
-        with mock_aws():
+        # The rollout waves' state machine runs on moto's ASL interpreter.
+        with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
             mock_random.seed(options.seed)
             story = Story(options, out)
             with story.emulators_installed():
                 story.tell()
                 report = story.report()
                 status_table = story.rollout_status_table()
-        if out is not None:
-            out.write(f"\n== Rollout status (python -m rollout status)\n{status_table}")
-        # Its own moto world (the state machine's interpreter), on the story's clock from here.
-        report["waves"] = demo_waves.tell(story.timeline, story.now, out)
+                if out is not None:
+                    out.write(f"\n== Rollout status (python -m rollout status)\n{status_table}")
+                # In the same world: the same accounts, stacks, emulators and clock.
+                report["waves"] = demo_waves.tell(story, out)
         report["timeline"] = story.timeline.as_report()
     write_report(options.report, report)
     if options.handler_log is not None:
@@ -487,6 +489,12 @@ class Story:
 
     def release_payloads(self, payloads: Sequence[tuple[str, str]]) -> None:
         """Upload a burst, build what the trigger starts, publish it, play out what follows."""
+        image = self.build_released(payloads)
+        self.publish_image_state(image["message"])
+        self.settle()
+
+    def build_released(self, payloads: Sequence[tuple[str, str]]) -> dict[str, Any]:
+        """Upload a burst and build the image the trigger starts."""
         builds = len(self.started_image_arns)
         for key, body in payloads:
             self.upload(key, body)
@@ -497,8 +505,7 @@ class Story:
             self.tick()
         image = self.build(self.started_image_arns[-1])
         self.images.append(image)
-        self.publish_image_state(image["message"])
-        self.settle()
+        return image
 
     def upload(self, key: str, body: str) -> None:
         version_id = self.infra.client("s3").put_object(
@@ -653,6 +660,21 @@ class Story:
         endpoints = ", ".join(f"{s.protocol} {s.endpoint.rsplit(':', 1)[1]}" for s in subscriptions)
         self.note("infra", "image-state topic", f"{message['state']['status']} → {endpoints}")
 
+    def deliver_to_waves(self, message: dict[str, Any], function_name: str) -> None:
+        """With rollout waves on, the image-state topic's subscriber is the waves function."""
+        message_id = self.infra.client("sns").publish(
+            TopicArn=self.topic_arn, Message=json.dumps(message)
+        )["MessageId"]
+        event = _sns_lambda_event(message, self.topic_arn, message_id, self.now)
+        self.infra.client("lambda").invoke(
+            FunctionName=function_name, InvocationType="Event", Payload=json.dumps(event).encode()
+        )
+        self.note(
+            "infra",
+            "image-state topic",
+            f"{message['state']['status']} → lambda {function_name} (rollout waves)",
+        )
+
     # --- what the handlers do ---------------------------------------------------------------
 
     def run_invocations(self) -> None:
@@ -678,6 +700,16 @@ class Story:
             error = f"{error_type.rsplit('.', 1)[-1]}: {message}"
             return [(account, function, f"invocation failed (Lambda retries it): {error}")]
         result = invocation.result
+        if "rolloutId" in result and "started" in result:  # the rollout waves function
+            if result["started"]:
+                return [
+                    (
+                        "infra",
+                        "rollout waves",
+                        f"started {result['executionArn'].rsplit(':', 1)[1]}",
+                    )
+                ]
+            return [("infra", "rollout waves", f"nothing started ({result.get('executionName')})")]
         if "recorded" in result:  # the rollout recorder
             return [("infra", "rollout recorder", self._recorded(invocation.event, result))]
         if "counts" in result:  # the fan-out's summary

@@ -161,6 +161,15 @@ class EmulatedClock:
                     )
                 self._lock.wait(_SPIN_SECONDS)
 
+    def step(self, seconds: float) -> None:
+        """Move the clock `seconds` on, in step with a world that keeps its own time (the demo's
+        minute ticks): waits due by then wake, scheduled callbacks due by then run."""
+        with self._lock:
+            self.now += seconds
+            self._lock.notify_all()
+        while self._scheduled and self._scheduled[0][0] <= self.now:
+            heapq.heappop(self._scheduled)[2]()
+
     def advance(self) -> bool:
         """Jump to the next deadline or scheduled callback; False when there is none."""
         with self._lock:

@@ -31,6 +31,15 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], str]:
 
 @pytest.fixture(scope="module")
 def report(run: tuple[dict[str, Any], str]) -> dict[str, Any]:
+    """The report with the story's timeline: up to where the progressive rollout begins."""
+    timeline = run[0]["timeline"]
+    waves_begin = next(i for i, e in enumerate(timeline) if e["result"].startswith("rolloutWaves:"))
+    return run[0] | {"timeline": timeline[:waves_begin]}
+
+
+@pytest.fixture(scope="module")
+def full_report(run: tuple[dict[str, Any], str]) -> dict[str, Any]:
+    """The report as written, the progressive rollout included."""
     return run[0]
 
 
@@ -48,7 +57,7 @@ def entries(report: dict[str, Any], account_name: str, step: str) -> list[tuple[
 
 def test_report_has_exactly_the_documented_schema(report: dict[str, Any]) -> None:
     assert report.keys() == {"image", "accounts", "rollout", "timeline", "waves"}
-    assert report["waves"].keys() == {"waves", "rollouts"}
+    assert report["waves"].keys() == {"waves", "rollouts", "invoked"}
     assert report["image"].keys() == {"arn", "amiId", "payloads"}
     for entry in report["accounts"]:
         assert entry.keys() == {"accountId", "name", "outcome", "groups"}
@@ -211,84 +220,127 @@ def test_timeline_is_printed_as_recorded(run: tuple[dict[str, Any], str]) -> Non
 
 # --- the progressive rollout (issue 13) ------------------------------------------------------
 
-IMAGE_A, IMAGE_B = "1.1.0/1", "1.1.1/1"
+
+def wave_rollouts(report: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Image A's and image B's `python -m rollout status --json` documents, from the report."""
+    image_a, image_b = report["waves"]["rollouts"]
+    return image_a, image_b
 
 
-def wave_rollout(report: dict[str, Any], rollout_id: str) -> dict[str, Any]:
-    """The rollout's `python -m rollout status --json` document, as the report carries it."""
-    return next(r for r in report["waves"]["rollouts"] if r["rolloutId"] == rollout_id)
+def position(
+    timeline: list[dict[str, Any]], account: str, step: str, text: str, after: int = -1
+) -> int:
+    """The first entry after `after` that matches."""
+    return next(
+        i
+        for i, e in enumerate(timeline)
+        if i > after and e["account"] == account and e["step"] == step and text in e["result"]
+    )
 
 
-def invoked_for(report: dict[str, Any], rollout_id: str) -> list[str]:
-    return [
-        e["account"]
-        for e in report["timeline"]
-        if e["step"] == "refresh invoked" and e["result"].endswith(f"(rollout {rollout_id})")
-    ]
-
-
-def test_the_canary_rollback_halts_image_a_and_no_second_wave_account_is_invoked(
-    report: dict[str, Any],
+def test_the_canary_is_the_failing_account_and_the_rest_every_other(
+    full_report: dict[str, Any],
 ) -> None:
+    report = full_report
     canary, rest = (w["accounts"] for w in report["waves"]["waves"])
+    assert canary == [account(report, FAILING)["accountId"]]
     assert rest == ["rest"]
-    halted = wave_rollout(report, IMAGE_A)
+
+
+def test_image_a_rolls_back_on_the_alarm_and_halts_with_no_second_wave_invocation(
+    full_report: dict[str, Any],
+) -> None:
+    report = full_report
+    halted, _ = wave_rollouts(report)
+    image_a = halted["rolloutId"]
+    canary_id = account(report, FAILING)["accountId"]
     [wave] = halted["waves"]  # the rest wave never began: no wave item was written for it
     assert (wave["name"], wave["state"]) == ("canary", "halted")
     assert wave["reason"] == (
-        f"wave 'canary': 1 failed (tolerated 0): {canary[0]} eu-west-1 ecs: RollbackSuccessful"
+        f"wave 'canary': 1 failed (tolerated 0): {canary_id} eu-west-1 web-ecs: RollbackSuccessful"
     )
     assert [(g["account"], g["state"]) for g in halted["groups"]] == [
-        (canary[0], "RollbackSuccessful")
+        (canary_id, "RollbackSuccessful")
     ]
-    assert invoked_for(report, IMAGE_A) == canary  # zero invocations in the second wave
-    results = [e["result"] for e in report["timeline"] if e["step"] == "state machine"]
-    assert results[0].startswith("execution rollout-1.1.0-1: FAILED (RolloutHalted: ")
-    assert f"{IMAGE_A} wave 1 'rest': never started — 0 of its 3 accounts invoked" in [
-        e["result"] for e in report["timeline"]
+    # Only the canary's refresh function was invoked for image A: zero in the second wave.
+    assert report["waves"]["invoked"][image_a] == [FAILING]
+    timeline = report["timeline"]
+    # The real chain: wave start → refresh → ECS failures → alarm → rollback → recorder → halt.
+    execution = f"rollout-{image_a.replace('/', '-')}"
+    started = position(timeline, "infra", "rollout waves", f"started {execution}")
+    chain = [
+        started,
+        position(timeline, FAILING, "refresh (new image)", "started", started),
+        position(timeline, FAILING, "ECS events", "TaskFailedToStart", started),
+        position(timeline, FAILING, "alarm", "OK → ALARM", started),
+        position(timeline, FAILING, "instance refresh", "Rollback Started", started),
+        position(timeline, "infra", "rollout recorder", f"RollbackSuccessful (rollout {image_a})"),
+        position(timeline, "infra", "rollout wave", f"{image_a} wave 0 'canary': HALTED"),
+        position(timeline, "infra", "state machine", f"{execution}: FAILED (RolloutHalted: "),
+    ]
+    assert chain == sorted(chain)
+    image_b_at = position(timeline, "infra", "image-state topic", "(rollout waves)", started)
+    assert not [
+        e
+        for e in timeline[started:image_b_at]
+        if e["account"] != FAILING and e["step"].startswith("refresh (")
+    ]
+    results = [e["result"] for e in timeline if e["step"] == "state machine"]
+    assert results[0].startswith(
+        f"execution rollout-{image_a.replace('/', '-')}: FAILED (RolloutHalted: "
+    )
+    assert f"{image_a} wave 1 'rest': never started — 0 of its 2 accounts invoked" in [
+        e["result"] for e in timeline
+    ]
+    assert f"Golden AMI rollout {image_a} halted at wave canary" in [
+        e["result"] for e in timeline if e["step"] == "alarm topic"
     ]
 
 
 def test_image_b_passes_the_canary_soaks_and_completes_in_the_second_wave(
-    report: dict[str, Any],
+    full_report: dict[str, Any],
 ) -> None:
-    completed = wave_rollout(report, IMAGE_B)
+    report = full_report
+    _, completed = wave_rollouts(report)
+    image_b = completed["rolloutId"]
     assert [(w["name"], w["state"]) for w in completed["waves"]] == [
         ("canary", "passed"),
         ("rest", "passed"),
     ]
-    assert completed["counts"] == {"Successful": 4} and completed["attention"] == []
-    invoked = invoked_for(report, IMAGE_B)
-    canary = report["waves"]["waves"][0]["accounts"]
-    assert invoked[:1] == canary and len(set(invoked)) == 4
+    assert completed["counts"] == {"Successful": 2} and completed["attention"] == []
+    assert report["waves"]["invoked"][image_b] == [FAILING, HEALTHY]
     timeline = report["timeline"]
 
     def first(text: str) -> int:
         return next(i for i, e in enumerate(timeline) if e["result"].startswith(text))
 
     # The rest wave starts only after the canary settled, soaked 30 minutes and passed.
-    soaking = first(f"{IMAGE_B} wave 0 'canary': settled, soaking 30 min")
-    passed = first(f"{IMAGE_B} wave 0 'canary': passed")
-    rest_started = first(f"{IMAGE_B} wave 1 'rest': started")
-    first_rest_invoke = next(
-        i
-        for i, e in enumerate(timeline)
-        if e["account"] in invoked[1:] and e["step"] == "refresh invoked"
-    )
-    assert soaking < passed < rest_started < first_rest_invoke
+    soaking = first(f"{image_b} wave 0 'canary': settled, soaking 30 min")
+    passed = first(f"{image_b} wave 0 'canary': passed")
+    rest_started = first(f"{image_b} wave 1 'rest': started")
+    healthy_refreshes = [i for i, _ in entries(report, HEALTHY, "refresh (new image)")]
+    assert soaking < healthy_refreshes[-1] and max(passed, rest_started) > soaking
     assert _seconds(timeline[passed]["time"]) - _seconds(timeline[soaking]["time"]) == 30 * 60
-    assert timeline[-1]["result"] == "execution rollout-1.1.1-1: SUCCEEDED"
+    assert _seconds(timeline[healthy_refreshes[-1]]["time"]) >= _seconds(timeline[passed]["time"])
+    # The canary's services run on image B: its alarm stays OK through the rollout.
+    started_b = first(f"{image_b} wave 0 'canary': started")
+    assert not [e for e in timeline[started_b:] if e["step"] == "alarm"]
+    assert f"execution rollout-{image_b.replace('/', '-')}: SUCCEEDED" in [
+        e["result"] for e in timeline if e["step"] == "state machine"
+    ]
 
 
 def test_the_demo_prints_the_status_of_both_wave_rollouts(
     run: tuple[dict[str, Any], str],
 ) -> None:
     report, printed = run
-    halted = printed.split(f"== Rollout status (python -m rollout status {IMAGE_A})\n", 1)[1]
-    assert halted.startswith(f"Rollout {IMAGE_A}: 1 groups reported")
-    reason = wave_rollout(report, IMAGE_A)["waves"][0]["reason"]
+    halted_report, completed_report = wave_rollouts(report)
+    image_a, image_b = halted_report["rolloutId"], completed_report["rolloutId"]
+    halted = printed.split(f"== Rollout status (python -m rollout status {image_a})\n", 1)[1]
+    assert halted.startswith(f"Rollout {image_a}: 1 groups reported")
+    reason = halted_report["waves"][0]["reason"]
     assert f"  0  canary  halted  {reason}\n" in halted
-    completed = printed.split(f"== Rollout status (python -m rollout status {IMAGE_B})\n", 1)[1]
+    completed = printed.split(f"== Rollout status (python -m rollout status {image_b})\n", 1)[1]
     assert "  0  canary  passed\n  1  rest  passed\n" in completed
     assert "Nothing needs attention." in completed
 
