@@ -25,7 +25,7 @@ import sys
 import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from types import FrameType
 from typing import Any
 
@@ -87,6 +87,22 @@ class ApiCallRecorder:
 
     def handlers_seen(self) -> set[str]:
         return {call.handler for call in self.calls}
+
+    def to_json(self) -> dict[str, Any]:
+        """The recording as JSON data, to carry it from pytest-xdist workers (tests/conftest.py)."""
+        with self._lock:
+            return {
+                "calls": [[*astuple(call), count] for call, count in sorted(self.calls.items())],
+                "request_members": {op: sorted(p) for op, p in self.request_members.items()},
+            }
+
+    def merge_json(self, recording: dict[str, Any]) -> None:
+        """Adds a recording made by another process (`to_json`) to this one."""
+        with self._lock:
+            for *fields, count in recording["calls"]:
+                self.calls[RecordedCall(*fields)] += count
+            for operation, paths in recording["request_members"].items():
+                self.request_members.setdefault(operation, set()).update(paths)
 
     def _add_recording_mixin(self, base_classes: list[type], **_: Any) -> None:
         recorder = self
