@@ -47,7 +47,7 @@ lint: venv
 # The suite runs in two phases (tests/conftest.py): every test on two pytest-xdist workers, but
 # the two modules that check the whole suite's recording of handler API calls (least privilege,
 # SDK floor); then those two in one process, reading the recording phase 1 left in $(RECORDING).
-# A failure in phase 1 stops there; phase 2 closes with the whole suite's count.
+# A failure in phase 1 stops there; phase 2 prints the whole suite's count before its own line.
 RECORDING := .pytest-iam/recording.json
 
 test: lint

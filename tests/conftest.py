@@ -175,7 +175,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    """Phase 2 closes with the whole suite's count: its own line below covers only RUNS_LAST."""
+    """Phase 2 prints the whole suite's count; its own closing line covers only RUNS_LAST."""
     if not _PHASE_ONE or _is_worker(terminalreporter.config):
         return
     ours = {o: len(terminalreporter.stats[o]) for o in _OUTCOMES if terminalreporter.stats.get(o)}
