@@ -17,11 +17,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from handlers.common import status
+from handlers.common.status import AUTOSCALING_SOURCE, RESULT_DETAIL_TYPE, RESULT_SOURCE
 from handlers.recorder.app import Recorder
 from rollout.status import build_report, render_table
+from tests.rollout_fixtures import eventbridge_envelope
 
 REGIONS = ("us-east-1", "eu-west-1")
 ROLLOUT = "1.0.0/7"
+REFRESH = timedelta(minutes=20)  # start to Succeeded
 IMAGE_ARN = f"arn:aws:imagebuilder:us-east-1:111122223333:image/golden-ecs-al2023/{ROLLOUT}"
 OLD_AMI, NEW_AMI = "ami-0123456789abcdef0", "ami-0fedcba9876543210"
 
@@ -94,28 +97,18 @@ def rollout_events(accounts: int, start: datetime) -> list[dict[str, Any]]:
                 "amiAfter": NEW_AMI,
                 "instanceRefreshId": refresh_id,
             }
-            events.append(_event("golden-ami.refresh", "Golden AMI Refresh Result", account,
-                                 region, start, detail))  # fmt: skip
+            started, ended = (at.strftime("%Y-%m-%dT%H:%M:%SZ") for at in (start, start + REFRESH))
+            events.append(
+                eventbridge_envelope(
+                    RESULT_SOURCE, RESULT_DETAIL_TYPE, account, region, started, detail
+                )
+            )
             end = {"InstanceRefreshId": refresh_id, "AutoScalingGroupName": "ecs"}
-            events.append(_event("aws.autoscaling", "EC2 Auto Scaling Instance Refresh Succeeded",
-                                 account, region, start + timedelta(minutes=20), end))  # fmt: skip
+            succeeded = "EC2 Auto Scaling Instance Refresh Succeeded"
+            events.append(
+                eventbridge_envelope(AUTOSCALING_SOURCE, succeeded, account, region, ended, end)
+            )
     return events
-
-
-def _event(  # noqa: PLR0917 - the envelope's members, in their order
-    source: str, detail_type: str, account: str, region: str, at: datetime, detail: dict
-) -> dict[str, Any]:
-    return {
-        "version": "0",
-        "id": str(uuid.uuid4()),
-        "detail-type": detail_type,
-        "source": source,
-        "account": account,
-        "time": at.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "region": region,
-        "resources": [],
-        "detail": detail,
-    }
 
 
 def measure(accounts: int) -> tuple[int, float, float, int]:

@@ -105,7 +105,9 @@ def result_event(
         body["amiAfter"] = ami_after
     if refresh:
         body["instanceRefreshId"] = refresh
-    return _envelope(RESULT_SOURCE, RESULT_DETAIL_TYPE, account, region, time or at(0), body)
+    return eventbridge_envelope(
+        RESULT_SOURCE, RESULT_DETAIL_TYPE, account, region, time or at(0), body
+    )
 
 
 def refresh_end_event(
@@ -117,7 +119,7 @@ def refresh_end_event(
     time: str,
     region: str = REGION,
 ) -> dict[str, Any]:
-    return _envelope(
+    return eventbridge_envelope(
         AUTOSCALING_SOURCE,
         f"EC2 Auto Scaling Instance Refresh {detail_type}",
         account,
@@ -127,7 +129,7 @@ def refresh_end_event(
     )
 
 
-def _envelope(  # noqa: PLR0917 - the envelope's members, in their order
+def eventbridge_envelope(  # noqa: PLR0917 - the envelope's members, in their order
     source: str, detail_type: str, account: str, region: str, time: str, detail: dict
 ) -> dict[str, Any]:
     return {
