@@ -27,8 +27,9 @@ from datetime import datetime
 from typing import Any
 
 import boto3
-import botocore.handlers
 from botocore.awsrequest import AWSResponse
+
+from sandbox.service_models import builtin_hooks
 
 _EVENT_IDS = uuid.UUID("5a0c6a7e-0f43-4b63-9d1c-52b7c9a3e2f1")
 
@@ -53,12 +54,8 @@ class EventBuses:
             ("before-parameter-build.events.PutEvents", self._stash_params),
             ("before-call.events.PutEvents", self._answer_put_events),
         ]
-        botocore.handlers.BUILTIN_HANDLERS.extend(hooks)
-        try:
+        with builtin_hooks(hooks):
             yield self
-        finally:
-            for hook in hooks:
-                botocore.handlers.BUILTIN_HANDLERS.remove(hook)
 
     # --- PutEvents ------------------------------------------------------------------------------
 

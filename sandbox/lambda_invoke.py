@@ -47,7 +47,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import boto3
-import botocore.handlers
 from botocore.awsrequest import AWSResponse
 from botocore.response import StreamingBody
 from moto.organizations.exceptions import AWSOrganizationsNotInUseException
@@ -61,6 +60,7 @@ from sandbox.identity_policy import (
     identity_policies,
 )
 from sandbox.model_validation import ValidationError, validate_request
+from sandbox.service_models import builtin_hooks
 
 Handler = Callable[[dict[str, Any], Any], Any]
 
@@ -151,12 +151,8 @@ class LambdaRouter:
             ("before-parameter-build.lambda.Invoke", self._stash_params),
             ("before-call.lambda.Invoke", self._answer_invoke),
         ]
-        botocore.handlers.BUILTIN_HANDLERS.extend(hooks)
-        try:
+        with builtin_hooks(hooks):
             yield self
-        finally:
-            for hook in hooks:
-                botocore.handlers.BUILTIN_HANDLERS.remove(hook)
 
     def drain(self) -> list[Invocation]:
         """Run queued async invocations, then those they queued, until the queue is empty.
